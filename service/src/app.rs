@@ -1,0 +1,66 @@
+//! The daemon's shared state: configuration, stores, event bus.
+
+use crate::auth::{Accounts, Sessions};
+use crate::events::EventBus;
+use crate::store::StateDir;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Server-driven paging: the most members one collection response carries.
+    pub page_size: usize,
+    /// The URL the service is reached at, as logged and used in the Manager.
+    pub base_url: String,
+    /// The HTTPS port (shown in ManagerNetworkProtocol).
+    pub port: u16,
+    /// Whether the certificate in use is the one keeld generated.
+    pub self_signed: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true }
+    }
+}
+
+pub struct Keel {
+    pub cfg: Config,
+    pub state: StateDir,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub events: Arc<EventBus>,
+    pub service_uuid: String,
+    /// When this process started (Manager LastResetTime).
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// Set by Manager.Reset: the server loop restarts the daemon when notified.
+    pub restart: tokio::sync::Notify,
+}
+
+impl Keel {
+    pub fn open(cfg: Config) -> std::io::Result<Arc<Keel>> {
+        let state = StateDir::open(&cfg.state_dir)?;
+        let service_uuid = match std::fs::read_to_string(state.path("service-uuid")) {
+            Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => s.trim().to_string(),
+            _ => {
+                let u = uuid::Uuid::new_v4().to_string();
+                crate::store::write_atomic(&state.path("service-uuid"), u.as_bytes(), 0o600)?;
+                u
+            }
+        };
+        let events = Arc::new(EventBus::open(state.clone())?);
+        Ok(Arc::new(Keel {
+            accounts: Accounts::open(state.clone())?,
+            sessions: Sessions::open(state.clone())?,
+            events,
+            service_uuid,
+            started: chrono::Utc::now(),
+            restart: tokio::sync::Notify::new(),
+            state,
+            cfg,
+        }))
+    }
+}

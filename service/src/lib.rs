@@ -1,0 +1,15 @@
+//! keeld: Keel's Redfish service. See README.md for the architecture.
+
+pub mod app;
+pub mod auth;
+pub mod events;
+pub mod html;
+pub mod messages;
+pub mod openapi;
+pub mod privilege;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod tree;
+pub mod types;

@@ -1,0 +1,79 @@
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keeld", version, about = "Keel's Redfish service daemon")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the Redfish API over HTTPS.
+    Serve {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Where accounts, sessions, subscriptions, settings and the TLS certificate live.
+        #[arg(long, default_value = "/var/lib/keel")]
+        state_dir: PathBuf,
+        /// PEM certificate chain (with --tls-key); without both a self-signed one is made.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA whose client certificates log in as the account named by their subject CN.
+        #[arg(long)]
+        tls_client_ca: Option<PathBuf>,
+        /// A `user:password` line: the first Administrator when no account exists.
+        #[arg(long)]
+        bootstrap_admin_file: Option<PathBuf>,
+        /// HTTP worker threads (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Most members returned in one collection page.
+        #[arg(long, default_value_t = 1000)]
+        page_size: usize,
+        /// Largest request body accepted, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body: usize,
+    },
+    /// Print the OpenAPI document (YAML).
+    Openapi,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Openapi => print!("{}", keeld::openapi::yaml(keeld::tree::global())),
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body } => {
+            let opts = keeld::server::ServeOpts {
+                listen,
+                state_dir,
+                tls_cert,
+                tls_key,
+                tls_client_ca,
+                bootstrap_admin_file,
+                workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+                page_size,
+                max_body,
+            };
+            match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
+                Ok(keeld::server::Exit::Stopped) => {}
+                Ok(keeld::server::Exit::Restart) => {
+                    use std::os::unix::process::CommandExt;
+                    let e = std::process::Command::new("/proc/self/exe").args(std::env::args_os().skip(1)).exec();
+                    log::error!("re-exec failed: {e}");
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}

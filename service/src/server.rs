@@ -1,0 +1,139 @@
+//! Start-up: state, first Administrator, TLS, the HTTP server, background chores, restart.
+
+use crate::app::{Config, Keel};
+use crate::tree::dispatch::{dispatch, Server};
+use actix_web::{web, App, HttpServer};
+use rand::Rng;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ServeOpts {
+    pub listen: String,
+    pub state_dir: PathBuf,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub bootstrap_admin_file: Option<PathBuf>,
+    pub workers: usize,
+    pub page_size: usize,
+    pub max_body: usize,
+}
+
+/// What the server loop ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    Stopped,
+    Restart,
+}
+
+fn err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::Other, e.to_string())
+}
+
+/// A random password that satisfies the default policy.
+pub fn random_password() -> String {
+    const LOWER: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
+    const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+    const DIGIT: &[u8] = b"23456789";
+    const OTHER: &[u8] = b"-_.+=";
+    let mut rng = rand::thread_rng();
+    let all: Vec<u8> = [LOWER, UPPER, DIGIT, OTHER].concat();
+    let mut p: Vec<u8> = (0..20).map(|_| all[rng.gen_range(0..all.len())]).collect();
+    for (i, set) in [LOWER, UPPER, DIGIT, OTHER].iter().enumerate() {
+        p[i * 5] = set[rng.gen_range(0..set.len())];
+    }
+    String::from_utf8(p).unwrap()
+}
+
+/// Create the first Administrator when there is no account at all.
+pub fn bootstrap_admin(keel: &Keel, file: Option<&PathBuf>) -> io::Result<()> {
+    if !keel.accounts.is_empty() {
+        return Ok(());
+    }
+    let (user, password, from_file) = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)?;
+            let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+            let (u, p) = line.split_once(':').ok_or_else(|| err(format!("{}: expected one user:password line", f.display())))?;
+            (u.to_string(), p.to_string(), true)
+        }
+        None => ("admin".to_string(), random_password(), false),
+    };
+    keel.accounts.check_password(&user, &password).map_err(|e| err(format!("bootstrap administrator password refused: {e}")))?;
+    let hash = keel.accounts.hash_password(&password).map_err(err)?;
+    keel.accounts.create(&user, hash, "Administrator", true, false).map_err(err)?;
+    if from_file {
+        log::info!("created Administrator account {user} from the bootstrap file");
+    } else {
+        let path = keel.state.path("initial-admin-password");
+        crate::store::write_atomic(&path, format!("{password}\n").as_bytes(), 0o600)?;
+        log::info!("created Administrator account {user}; its password is in {}", path.display());
+    }
+    Ok(())
+}
+
+pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
+    let addr: std::net::SocketAddr = opts.listen.parse().map_err(|e| err(format!("--listen {}: {e}", opts.listen)))?;
+    std::fs::create_dir_all(&opts.state_dir)?;
+    let (cert, key, self_signed) = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+        (None, None) => {
+            let (c, k) = crate::tls::ensure_self_signed(&opts.state_dir).map_err(err)?;
+            (c, k, true)
+        }
+        _ => return Err(err("--tls-cert and --tls-key go together")),
+    };
+    let cfg = Config {
+        state_dir: opts.state_dir.clone(),
+        max_body: opts.max_body,
+        page_size: opts.page_size.max(1),
+        base_url: format!("https://{addr}"),
+        port: addr.port(),
+        self_signed,
+    };
+    let keel = Keel::open(cfg)?;
+    bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
+    crate::events::start_delivery(&keel.events);
+    let tls = crate::tls::acceptor(&cert, &key, opts.tls_client_ca.as_deref()).map_err(err)?;
+    let srv = web::Data::new(Server { keel: keel.clone(), tree: Arc::new(crate::tree::Tree::build()) });
+    let max_body = opts.max_body;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(srv.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .default_service(web::to(dispatch))
+    })
+    .on_connect(crate::tls::on_connect)
+    .workers(opts.workers.max(1))
+    .backlog(1024)
+    .shutdown_timeout(5)
+    .bind_openssl(addr, tls)?
+    .run();
+    let handle = server.handle();
+    log::info!("keeld listening on https://{addr}/redfish/v1");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let chores = keel.clone();
+    let sweeper = actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+            for s in chores.sessions.expire() {
+                log::info!("session {} of {} timed out", s.id, s.user_name);
+            }
+            chores.sessions.flush_if_dirty();
+        }
+    });
+    let exit = tokio::select! {
+        r = server => { r?; Exit::Stopped }
+        _ = keel.restart.notified() => {
+            log::info!("restarting keeld");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            handle.stop(true).await;
+            Exit::Restart
+        }
+    };
+    sweeper.abort();
+    keel.sessions.flush_if_dirty();
+    Ok(exit)
+}

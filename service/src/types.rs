@@ -1,0 +1,86 @@
+//! The Redfish schema versions keeld implements: one place, used for `@odata.type`, the
+//! `Link: rel=describedby` header, the JsonSchemas collection, `$metadata` and OpenAPI.
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RfType {
+    /// Schema namespace, e.g. `ManagerAccount`.
+    pub name: &'static str,
+    /// Version of the newest schema we conform to, e.g. `v1_14_1`; `None` for collections.
+    pub version: Option<&'static str>,
+    /// The entity type inside the namespace (differs from `name` for actions' ActionInfo etc).
+    pub entity: &'static str,
+}
+
+impl RfType {
+    pub const fn new(name: &'static str, version: &'static str) -> Self {
+        RfType { name, version: Some(version), entity: name }
+    }
+    pub const fn collection(name: &'static str) -> Self {
+        RfType { name, version: None, entity: name }
+    }
+    pub fn odata_type(&self) -> String {
+        match self.version {
+            Some(v) => format!("#{}.{}.{}", self.name, v, self.entity),
+            None => format!("#{}.{}", self.name, self.entity),
+        }
+    }
+    /// The versioned schema file name as DMTF publishes it.
+    pub fn file(&self) -> String {
+        match self.version {
+            Some(v) => format!("{}.{}", self.name, v),
+            None => self.name.to_string(),
+        }
+    }
+    /// Where DMTF publishes the JSON Schema.
+    pub fn json_schema_uri(&self) -> String {
+        format!("https://redfish.dmtf.org/schemas/v1/{}.json", self.file())
+    }
+    /// Where DMTF publishes the CSDL.
+    pub fn csdl_uri(&self) -> String {
+        format!("https://redfish.dmtf.org/schemas/v1/{}_v1.xml", self.name)
+    }
+}
+
+macro_rules! types {
+    ($($c:ident = $e:expr;)*) => {
+        $(pub const $c: RfType = $e;)*
+        /// Every type the service can return.
+        pub const ALL: &[RfType] = &[$($c),*];
+    };
+}
+
+types! {
+    SERVICE_ROOT = RfType::new("ServiceRoot", "v1_20_0");
+    SESSION_SERVICE = RfType::new("SessionService", "v1_2_0");
+    SESSION = RfType::new("Session", "v1_8_0");
+    SESSION_COLLECTION = RfType::collection("SessionCollection");
+    ACCOUNT_SERVICE = RfType::new("AccountService", "v1_18_1");
+    MANAGER_ACCOUNT = RfType::new("ManagerAccount", "v1_14_1");
+    MANAGER_ACCOUNT_COLLECTION = RfType::collection("ManagerAccountCollection");
+    ROLE = RfType::new("Role", "v1_3_3");
+    ROLE_COLLECTION = RfType::collection("RoleCollection");
+    EVENT_SERVICE = RfType::new("EventService", "v1_12_0");
+    EVENT_DESTINATION = RfType::new("EventDestination", "v1_16_0");
+    EVENT_DESTINATION_COLLECTION = RfType::collection("EventDestinationCollection");
+    EVENT = RfType::new("Event", "v1_13_0");
+    MESSAGE_REGISTRY_FILE = RfType::new("MessageRegistryFile", "v1_1_5");
+    MESSAGE_REGISTRY_FILE_COLLECTION = RfType::collection("MessageRegistryFileCollection");
+    JSON_SCHEMA_FILE = RfType::new("JsonSchemaFile", "v1_1_5");
+    JSON_SCHEMA_FILE_COLLECTION = RfType::collection("JsonSchemaFileCollection");
+    MANAGER = RfType::new("Manager", "v1_24_0");
+    MANAGER_COLLECTION = RfType::collection("ManagerCollection");
+    MANAGER_NETWORK_PROTOCOL = RfType::new("ManagerNetworkProtocol", "v1_12_0");
+    COMPUTER_SYSTEM = RfType::new("ComputerSystem", "v1_27_0");
+    COMPUTER_SYSTEM_COLLECTION = RfType::collection("ComputerSystemCollection");
+    CHASSIS = RfType::new("Chassis", "v1_28_0");
+    CHASSIS_COLLECTION = RfType::collection("ChassisCollection");
+    ACTION_INFO = RfType::new("ActionInfo", "v1_5_0");
+}
+
+/// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).
+pub const KEEL_OEM_NAMESPACE: &str = "KeelManager";
+pub const KEEL_OEM_VERSION: &str = "v1_0_0";
+
+pub fn by_name(name: &str) -> Option<RfType> {
+    ALL.iter().copied().find(|t| t.name == name)
+}
