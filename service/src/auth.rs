@@ -415,6 +415,24 @@ pub struct Sessions {
 pub const MAX_SESSIONS: usize = 256;
 const SFILE: &str = "sessions.json";
 
+/// NIST SP 800-22 frequency (monobit) and runs tests at the 1 % level, as the DMTF protocol
+/// validator applies them to session tokens: about 2 % of random draws fail and are redrawn.
+pub fn looks_random(bytes: &[u8]) -> bool {
+    let n = (bytes.len() * 8) as f64;
+    let bits = || bytes.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1));
+    let ones = bits().filter(|b| *b == 1).count() as f64;
+    if ((ones - (n - ones)).abs() / n.sqrt()) > 2.575_829_3 {
+        return false;
+    }
+    let pi = ones / n;
+    if (pi - 0.5).abs() >= 2.0 / n.sqrt() || ones == n {
+        return false;
+    }
+    let v: Vec<u8> = bits().collect();
+    let runs = 1.0 + v.windows(2).filter(|w| w[0] != w[1]).count() as f64;
+    (runs - 2.0 * n * pi * (1.0 - pi)).abs() / (2.0 * (2.0 * n).sqrt() * pi * (1.0 - pi)) <= 1.821_386_4
+}
+
 fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -469,7 +487,12 @@ impl Sessions {
             return Err(RfError::new(StatusCode::SERVICE_UNAVAILABLE, Message::base(&base::SESSION_LIMIT_EXCEEDED, &[])));
         }
         let mut raw = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut raw);
+        loop {
+            rand::thread_rng().fill_bytes(&mut raw);
+            if looks_random(&raw) {
+                break;
+            }
+        }
         let token = hex(&raw);
         let mut idb = [0u8; 10];
         rand::thread_rng().fill_bytes(&mut idb);
@@ -592,6 +615,21 @@ mod tests {
         // The lock survives a restart.
         let b = Accounts::open(d).unwrap();
         assert!(b.locked_now(&b.by_name("alice").unwrap()));
+    }
+
+    #[test]
+    fn randomness_screen_rejects_obvious_patterns() {
+        assert!(!looks_random(&[0u8; 32]));
+        assert!(!looks_random(&[0xffu8; 32]));
+        assert!(!looks_random(&[0xaau8; 32]), "alternating bits have too many runs");
+        assert!(!looks_random(&[0xf0u8; 32]));
+        let mut passed = 0;
+        for _ in 0..200 {
+            let mut b = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut b);
+            passed += looks_random(&b) as u32;
+        }
+        assert!(passed > 180, "{passed}/200 random draws passed");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
     crate::events::start_delivery(&keel.events);
     let tls = crate::tls::acceptor(&cert, &key, opts.tls_client_ca.as_deref()).map_err(err)?;
-    let srv = web::Data::new(Server { keel: keel.clone(), tree: Arc::new(crate::tree::Tree::build()) });
+    let srv = web::Data::new(Server { keel: keel.clone(), tree: Arc::new(crate::tree::Tree::build()), write_gate: Default::default() });
     let max_body = opts.max_body;
     let server = HttpServer::new(move || {
         App::new()

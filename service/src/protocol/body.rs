@@ -226,16 +226,21 @@ pub struct PatchPlan {
 /// Check a PATCH body. Malformed values and properties the resource does not have reject the
 /// whole request (400, nothing changes). Properties the resource has but that cannot be written
 /// are left out and reported (`PropertyNotWritable`); when nothing is left to apply that is a 400.
-pub fn plan_patch(writable: &[Prop], body: Map<String, Value>, current: &Value) -> RfResult<PatchPlan> {
+pub fn plan_patch(writable: &[Prop], mut body: Map<String, Value>, current: &Value) -> RfResult<PatchPlan> {
     if body.is_empty() {
         return Err(RfError::bad_request(&base::EMPTY_JSON, &[]));
+    }
+    // OData annotations in a request are ignored (DSP0266 §7.9); nothing else left is a no-op.
+    body.retain(|k, _| !k.starts_with("@odata."));
+    if body.is_empty() {
+        return Err(RfError::bad_request(&base::NO_OPERATION, &[]));
     }
     let mut errs = vec![];
     let mut readonly = vec![];
     check_object(Use::Patch, writable, &body, "", &mut errs, Some(&mut readonly));
     let mut not_writable = vec![];
     for k in &readonly {
-        if current.get(k).is_some() || k.starts_with("@odata.") {
+        if current.get(k).is_some() {
             not_writable.push(Message::base(&base::PROPERTY_NOT_WRITABLE, &[k]).related(k));
         } else {
             errs.push(Message::base(&base::PROPERTY_UNKNOWN, &[k]).related(k));
@@ -318,6 +323,10 @@ mod tests {
         let e = plan_patch(SPEC, obj(json!({"Timeout": 5})), &current).unwrap_err();
         assert_eq!(ids(&e), vec!["PropertyValueOutOfRange"]);
         assert_eq!(ids(&plan_patch(SPEC, Map::new(), &current).unwrap_err()), vec!["EmptyJSON"]);
+        assert_eq!(ids(&plan_patch(SPEC, obj(json!({"@odata.id": "/x/"})), &current).unwrap_err()), vec!["NoOperation"]);
+        let p = plan_patch(SPEC, obj(json!({"@odata.etag": "\"x\"", "Enabled": true})), &current).unwrap();
+        assert_eq!(p.apply, obj(json!({"Enabled": true})));
+        assert!(p.not_writable.is_empty());
     }
 
     #[test]

@@ -67,6 +67,7 @@ async fn service(r: Req) -> RfResult<Value> {
         "Description": "Local accounts and roles",
         "ServiceEnabled": true,
         "LocalAccountAuth": "Enabled",
+        "HTTPBasicAuth": "Enabled",
         "MinPasswordLength": p.min_password_length,
         "MaxPasswordLength": p.max_password_length,
         "PasswordGuidanceMessage": PASSWORD_GUIDANCE,

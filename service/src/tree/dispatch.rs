@@ -15,12 +15,14 @@ use base64::Engine;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 
 pub struct Server {
     pub keel: Arc<Keel>,
     pub tree: Arc<Tree>,
+    /// Serialises conditional writes so that `If-Match` is checked and applied atomically.
+    pub write_gate: tokio::sync::Mutex<()>,
 }
 
 /// The single actix handler: every request of the service comes through here.
@@ -90,9 +92,9 @@ async fn authenticate(keel: &Arc<Keel>, http: &HttpRequest) -> RfResult<Option<P
 /// Whether an account that must change its password may make this request anyway.
 fn allowed_before_password_change(p: &Principal, method: &Method, path: &str) -> bool {
     let own = format!("/redfish/v1/AccountService/Accounts/{}", p.account_id);
+    let own_session = p.session_id.as_ref().map(|s| format!("/redfish/v1/SessionService/Sessions/{s}"));
     (path == own && (method == Method::GET || method == Method::HEAD || method == Method::PATCH))
-        || (path.starts_with("/redfish/v1/SessionService/Sessions") && (method == Method::DELETE || method == Method::GET))
-        || ((path == "/redfish/v1/AccountService" || path == "/redfish/v1/SessionService") && method == Method::GET)
+        || (Some(path) == own_session.as_deref() && method == Method::DELETE)
 }
 
 async fn handle(http: &HttpRequest, payload: web::Payload, srv: &Server) -> RfResult<HttpResponse> {
@@ -155,10 +157,34 @@ async fn handle(http: &HttpRequest, payload: web::Payload, srv: &Server) -> RfRe
 
 // ------------------------------------------------------------------ GET
 
-fn etag_of(bytes: &[u8]) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    format!("\"{:016x}\"", h.finish())
+/// Feeds serialised JSON straight into a hasher, without building the bytes.
+struct HashWriter(std::collections::hash_map::DefaultHasher);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A strong ETag: a hash of the resource as served (without its own `@odata.etag`).
+pub fn etag_of(v: &Value) -> String {
+    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    let _ = serde_json::to_writer(&mut w, v);
+    format!("\"{:016x}\"", w.0.finish())
+}
+
+/// Add `@odata.etag` (equal to the ETag header) to a resource that has a Redfish type.
+fn with_etag(route: &Route, mut v: Value, etag: &str) -> Value {
+    if route.rtype.is_some() {
+        if let Value::Object(m) = &mut v {
+            m.insert("@odata.etag".into(), Value::String(etag.to_string()));
+        }
+    }
+    v
 }
 
 fn etag_matches(header_value: &str, etag: &str) -> bool {
@@ -342,16 +368,16 @@ async fn get(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse> {
     if !is_collection && (q.top.is_some() || q.skip.is_some() || q.filter.is_some()) {
         return Err(RfError::bad_request(&base::QUERY_NOT_SUPPORTED_ON_RESOURCE, &[]));
     }
-    let full_bytes = serde_json::to_vec(&full).map_err(RfError::internal)?;
-    let etag = etag_of(&full_bytes);
+    let etag = etag_of(&full);
     if let Some(inm) = http.headers().get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok()) {
         if etag_matches(inm, &etag) {
             return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
         }
     }
     let big = is_collection && full["Members"].as_array().map_or(0, Vec::len) > srv.keel.cfg.page_size;
+    let full = with_etag(route, full, &etag);
     let (body, bytes) = if q.is_empty() && !big {
-        (None, full_bytes)
+        (None, serde_json::to_vec(&full).map_err(RfError::internal)?)
     } else {
         let mut v = full;
         if q.only {
@@ -429,7 +455,7 @@ fn check_content_type(http: &HttpRequest, body: &[u8]) -> RfResult<()> {
 async fn check_if_match(route: &Route, req: &Req) -> RfResult<Option<Value>> {
     let Some(im) = req.header("If-Match").map(str::to_string) else { return Ok(None) };
     let current = resource(route, req.clone()).await?;
-    let etag = etag_of(&serde_json::to_vec(&current).map_err(RfError::internal)?);
+    let etag = etag_of(&current);
     if !etag_matches(&im, &etag) {
         return Err(RfError::new(StatusCode::PRECONDITION_FAILED, Message::base(&base::PRECONDITION_FAILED, &[])));
     }
@@ -445,6 +471,8 @@ async fn patch(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> 
     let bytes = read_body(srv, &req.http, payload).await?;
     check_content_type(&req.http, &bytes)?;
     let body = parse_object(&bytes)?;
+    // If-Match comparison and the write are one atomic step.
+    let gate = srv.write_gate.lock().await;
     let current = match check_if_match(route, &req).await? {
         Some(c) => c,
         None => resource(route, req.clone()).await?,
@@ -452,13 +480,15 @@ async fn patch(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> 
     let plan = plan_patch(op.props, body, &current)?;
     (op.f)(req.clone(), plan.apply).await?;
     let mut after = resource(route, req.clone()).await?;
+    drop(gate);
     if after != current {
         srv.keel.events.resource_event(&resource_event::RESOURCE_CHANGED, &req.path, &resource_type_of(srv, &req.path), &[]);
     }
+    let etag = etag_of(&after);
+    after = with_etag(route, after, &etag);
     if !plan.not_writable.is_empty() {
         after["@Message.ExtendedInfo"] = Value::Array(plan.not_writable.iter().map(Message::to_json).collect());
     }
-    let etag = etag_of(&serde_json::to_vec(&after).unwrap_or_default());
     Ok(HttpResponse::Ok().insert_header((header::ETAG, etag)).content_type("application/json; charset=utf-8").body(after.to_string()))
 }
 
@@ -484,6 +514,10 @@ async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> R
     if let Some(spec) = op.body {
         validate(body_use(op), spec, &body)?;
     }
+    let _gate = match req.header("If-Match") {
+        Some(_) => Some(srv.write_gate.lock().await),
+        None => None,
+    };
     if route.get.is_some() {
         check_if_match(route, &req).await?;
     }
@@ -500,6 +534,7 @@ async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> R
 
 async fn delete(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse> {
     let op = route.delete.as_ref().expect("checked");
+    let _gate = srv.write_gate.lock().await;
     if route.get.is_some() {
         check_if_match(route, &req).await?;
     }

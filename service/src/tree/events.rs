@@ -170,8 +170,7 @@ async fn one(r: Req) -> RfResult<Value> {
             "Protocol": "Redfish",
             "SubscriptionType": "SSE",
             "EventFormatType": "Event",
-            "Context": null,
-            "Destination": "",
+            "Context": format!("SSE stream of {}", s.owner),
             "Description": match &s.filter { Some(f) => format!("SSE stream of {} with $filter={f}", s.owner), None => format!("SSE stream of {}", s.owner) },
             "Status": { "State": "Enabled", "Health": "OK" },
         }));
