@@ -44,7 +44,18 @@ enum Cmd {
     Openapi,
 }
 
+/// Keep the heap small: argon2 allocates 19 MiB per verification, and glibc's dynamic mmap
+/// threshold would otherwise keep such blocks in per-thread arenas for good.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() {
+    tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
     let cli = Cli::parse();
     match cli.cmd {
