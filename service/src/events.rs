@@ -239,6 +239,12 @@ impl EventBus {
         );
         (id, closer)
     }
+    /// End every SSE stream (on shutdown or restart).
+    pub fn close_all_sse(&self) {
+        for s in self.sse.lock().unwrap().values() {
+            s.closer.notify_one();
+        }
+    }
     pub fn close_sse(&self, id: &str) {
         self.sse.lock().unwrap().remove(id);
     }

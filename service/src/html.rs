@@ -20,15 +20,21 @@ pub fn escape(s: &str) -> String {
     o
 }
 
+/// Properties whose value is a URI a browser can GET (action targets are POST-only: shown as text).
 fn is_uri_key(k: &str) -> bool {
-    k == "@odata.id" || k.ends_with("@odata.nextLink") || k == "target" || k == "ServerSentEventUri" || k == "@Redfish.ActionInfo"
+    k == "@odata.id" || k.ends_with("@odata.nextLink") || k == "@Redfish.ActionInfo"
 }
 
 fn value(out: &mut String, key: &str, v: &Value, depth: usize) {
     match v {
+        // A navigation link reads best as the link itself.
+        Value::Object(m) if m.len() == 1 && m.get("@odata.id").and_then(Value::as_str).map_or(false, |u| u.starts_with("/redfish")) => {
+            let u = m["@odata.id"].as_str().unwrap_or_default();
+            out.push_str(&format!("<a href=\"{0}\">{0}</a>", escape(u)));
+        }
         Value::Object(m) => {
             out.push_str("<table>");
-            for (k, child) in m {
+            for (k, child) in m.iter().filter(|(k, _)| *k != "@odata.etag") {
                 out.push_str(&format!("<tr><th>{}</th><td>", escape(k)));
                 value(out, k, child, depth + 1);
                 out.push_str("</td></tr>");
@@ -62,7 +68,10 @@ fn breadcrumbs(path: &str) -> String {
     for (i, seg) in path.trim_start_matches('/').split('/').enumerate() {
         acc.push('/');
         acc.push_str(seg);
-        if i > 0 {
+        if i == 0 {
+            continue; // `/redfish` is the version document, not a resource
+        }
+        if i > 1 {
             out.push_str(" / ");
         }
         out.push_str(&format!("<a href=\"{}\">{}</a>", escape(&acc), escape(seg)));
@@ -129,6 +138,8 @@ mod tests {
         assert!(h.contains("<a href=\"/redfish/v1/Systems/system\">"));
         assert!(h.contains("&lt;x&gt;") && !h.contains("<x>"));
         assert!(h.contains("<a href=\"/redfish/v1\">v1</a>"));
+        assert!(!h.contains(">redfish</a>"));
+        assert!(!h.contains("<a href=\"/redfish/v1/Managers/keel/Actions/Manager.Reset\">"), "action targets are not GET links");
         assert!(h.contains("ResetType: GracefulRestart"));
     }
 }

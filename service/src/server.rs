@@ -108,6 +108,9 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     .workers(opts.workers.max(1))
     .backlog(1024)
     .shutdown_timeout(5)
+    // A client that closes its end ends its response (an SSE stream) at once.
+    .h1_allow_half_closed(false)
+    .disable_signals()
     .bind_openssl(addr, tls)?
     .run();
     let handle = server.handle();
@@ -124,15 +127,19 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
             chores.sessions.flush_if_dirty();
         }
     });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let server = actix_web::rt::spawn(server);
     let exit = tokio::select! {
-        r = server => { r?; Exit::Stopped }
-        _ = keel.restart.notified() => {
-            log::info!("restarting keeld");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-            handle.stop(true).await;
-            Exit::Restart
-        }
+        _ = keel.restart.notified() => Exit::Restart,
+        _ = term.recv() => Exit::Stopped,
+        _ = tokio::signal::ctrl_c() => Exit::Stopped,
     };
+    log::info!("{}", if exit == Exit::Restart { "restarting keeld" } else { "stopping keeld" });
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // Open SSE streams would hold a graceful stop until its timeout: end them first.
+    keel.events.close_all_sse();
+    handle.stop(true).await;
+    let _ = server.await;
     sweeper.abort();
     keel.sessions.flush_if_dirty();
     Ok(exit)
