@@ -59,7 +59,11 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Openapi => print!("{}", keeld::openapi::yaml(keeld::tree::global())),
+        Cmd::Openapi => {
+            use std::io::Write;
+            // A closed pipe (`keeld openapi | head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(keeld::openapi::yaml(keeld::tree::global()).as_bytes());
+        }
         Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body } => {
             let opts = keeld::server::ServeOpts {
                 listen,

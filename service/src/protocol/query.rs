@@ -103,7 +103,13 @@ pub fn parse(qs: &str) -> RfResult<Query> {
                 }
                 q.only = true;
             }
-            "$top" => q.top = Some(parse_usize(&v, "$top")?),
+            "$top" => {
+                let n = parse_usize(&v, "$top")?;
+                if n == 0 {
+                    return Err(RfError::bad_request(&base::QUERY_PARAMETER_OUT_OF_RANGE, &[&v, "$top", "1 or more"]));
+                }
+                q.top = Some(n);
+            }
             "$skip" => q.skip = Some(parse_usize(&v, "$skip")?),
             "$expand" => q.expand = Some(parse_expand(&v)?),
             "$filter" => q.filter = Some(Filter::parse(&v)?),

@@ -193,6 +193,10 @@ async fn patch_account(r: Req, b: Map<String, Value>) -> RfResult<()> {
     let id = r.param(0).to_string();
     let p = r.principal().clone();
     let admin = p.privs.has(Privilege::ConfigureUsers);
+    // Until the password is changed, the password is the only thing that may change.
+    if p.password_change_required && b.keys().any(|k| k != "Password") {
+        return Err(RfError::new(StatusCode::FORBIDDEN, Message::base(&base::PASSWORD_CHANGE_REQUIRED, &[&uri(&p.account_id)])));
+    }
     // Without ConfigureUsers only one's own password may change (the registry's property override).
     if !admin && (p.account_id != id || b.keys().any(|k| k != "Password")) {
         return Err(RfError::forbidden());

@@ -112,6 +112,10 @@ async fn handle(http: &HttpRequest, payload: web::Payload, srv: &Server) -> RfRe
     };
     let public_route = matches!(&found, Some((r, _)) if matches!(r.get.as_ref().map(|g| g.req), Some(Requirement::NoAuth)));
     let principal = match requirement {
+        // A public resource expanded with credentials shows what they may read.
+        Some(Requirement::NoAuth) if (method == Method::GET || method == Method::HEAD) && http.query_string().contains("expand") => {
+            authenticate(keel, http).await.ok().flatten()
+        }
         Some(Requirement::NoAuth) => None,
         // Unsupported methods on public resources are answered without authentication.
         None if public_route => None,
@@ -141,7 +145,8 @@ async fn handle(http: &HttpRequest, payload: web::Payload, srv: &Server) -> RfRe
     }
     if let Some(v) = http.headers().get("OData-Version") {
         if v.as_bytes() != b"4.0" {
-            return Err(RfError::new(StatusCode::PRECONDITION_FAILED, Message::base(&base::HEADER_INVALID, &["OData-Version"])));
+            let h = format!("OData-Version: {}", String::from_utf8_lossy(v.as_bytes()));
+            return Err(RfError::new(StatusCode::PRECONDITION_FAILED, Message::base(&base::HEADER_INVALID, &[&h])));
         }
     }
     let req = Req { keel: keel.clone(), http: http.clone(), path: path.clone(), params, principal };
@@ -317,9 +322,17 @@ async fn page(srv: &Server, req: &Req, v: &mut Value, q: &Query) {
     v["Members"] = Value::Array(page);
     v["Members@odata.count"] = json!(total);
     if take < want {
+        // The next page keeps every other query option ($filter, $select, $expand).
         let mut next = format!("{}?$skip={}", req.path, skip + take);
         if q.top.is_some() {
             next.push_str(&format!("&$top={}", want - take));
+        }
+        for part in req.http.query_string().split('&').filter(|p| !p.is_empty()) {
+            let name = query::decode(part.split('=').next().unwrap_or(""));
+            if name != "$skip" && name != "$top" {
+                next.push('&');
+                next.push_str(part);
+            }
         }
         if let Some(Value::Object(m)) = Some(&mut *v) {
             m.insert("Members@odata.nextLink".into(), Value::String(next));
@@ -365,7 +378,7 @@ async fn get(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse> {
     let path = req.path.clone();
     let full = finish(route, &path, f(req.clone()).await?);
     let is_collection = full.get("Members").map_or(false, Value::is_array);
-    if !is_collection && (q.top.is_some() || q.skip.is_some() || q.filter.is_some()) {
+    if !is_collection && (q.top.is_some() || q.skip.is_some() || q.filter.is_some() || q.only) {
         return Err(RfError::bad_request(&base::QUERY_NOT_SUPPORTED_ON_RESOURCE, &[]));
     }
     let etag = etag_of(&full);
@@ -447,7 +460,7 @@ fn check_content_type(http: &HttpRequest, body: &[u8]) -> RfResult<()> {
     match http.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         None => Ok(()),
         Some(ct) if ct.split(';').next().map(str::trim).map_or(false, |t| t.eq_ignore_ascii_case("application/json")) => Ok(()),
-        Some(_) => Err(RfError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, Message::base(&base::HEADER_INVALID, &["Content-Type"]))),
+        Some(ct) => Err(RfError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, Message::base(&base::HEADER_INVALID, &[&format!("Content-Type: {ct}")]))),
     }
 }
 

@@ -29,6 +29,8 @@ async fn service_root(r: Req) -> RfResult<Value> {
             "ExcerptQuery": false,
             "ExpandQuery": { "ExpandAll": true, "Levels": true, "Links": true, "NoLinks": true, "MaxLevels": MAX_EXPAND_LEVELS },
             "FilterQuery": true,
+            "FilterQueryComparisonOperations": true,
+            "FilterQueryCompoundOperations": true,
             "OnlyMemberQuery": true,
             "SelectQuery": true,
             "TopSkipQuery": true,

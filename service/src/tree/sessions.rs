@@ -125,7 +125,11 @@ async fn create(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
 
 async fn remove(r: Req) -> RfResult<Reply> {
     let id = r.param(0).to_string();
-    r.keel.sessions.get(&id).filter(|s| visible(&r, s)).ok_or_else(|| RfError::resource_not_found("Session", &id))?;
+    let s = r.keel.sessions.get(&id).ok_or_else(|| RfError::resource_not_found("Session", &id))?;
+    // ConfigureSelf covers only one's own sessions.
+    if !visible(&r, &s) {
+        return Err(RfError::forbidden());
+    }
     r.keel.sessions.remove_where(|s| s.id == id);
     log::info!("session {id} closed");
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
