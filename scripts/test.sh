@@ -13,11 +13,20 @@ root=$(pwd)
 
 export KEEL_SHARED="${KEEL_SHARED:-$(cd "$root/.." && pwd)/shared}"
 export PYTHONDONTWRITEBYTECODE=1
-# Per-step time limits keep a hung run well inside CI's budget.
-STEP_TIMEOUT=${KEEL_STEP_TIMEOUT:-30m}
+# Time limits keep a hung run well inside CI's budget: each step gets at most STEP_TIMEOUT seconds
+# and the whole run at most BUDGET seconds (a step that would start after that fails at once).
+STEP_TIMEOUT=${KEEL_STEP_TIMEOUT:-1800}
+BUDGET=${KEEL_TEST_BUDGET:-3300}
 
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/keel-test.XXXXXX")
 t_all=$(date +%s)
+deadline=$((t_all + BUDGET))
+
+# seconds the next step may take: its own limit, or what is left of the budget
+limit() {
+    local left=$((deadline - $(date +%s)))
+    [ "$left" -lt "$STEP_TIMEOUT" ] && echo "$left" || echo "$STEP_TIMEOUT"
+}
 rows=()
 n_pass=0 n_fail=0 n_skip=0 any_failed=0
 
@@ -52,10 +61,16 @@ step() {
     echo
     echo "=============================== $name"
     echo "+ $*"
-    local t0 rc p=0 f=0 s=0
+    local t0 rc p=0 f=0 s=0 secs
     t0=$(date +%s)
-    timeout -k 30 "$STEP_TIMEOUT" "$@" 2>&1 | tee "$log"
-    rc=${PIPESTATUS[0]}
+    secs=$(limit)
+    if [ "$secs" -le 0 ]; then
+        echo "test: the run's time budget (${BUDGET}s) is used up; not run" | tee "$log"
+        rc=124
+    else
+        timeout -k 30 "$secs" "$@" 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+    fi
     case "$kind" in
         cargo) read -r p f s < <(counts_cargo "$log") ;;
         pytest) read -r p f s < <(counts_pytest "$log") ;;
@@ -63,7 +78,7 @@ step() {
     esac
     local status=PASS note=""
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-        note=" (timed out after $STEP_TIMEOUT)"
+        note=" (timed out)"
     elif [ "$kind" = pytest ] && [ "$rc" = 5 ]; then
         note=" (no tests collected)"
     fi
@@ -78,7 +93,7 @@ step() {
 }
 
 echo "=============================== set-up"
-if ! timeout -k 30 "$STEP_TIMEOUT" scripts/setup.sh; then
+if ! timeout -k 30 "$(limit)" scripts/setup.sh; then
     echo
     echo "test: set-up failed (see above); nothing was tested"
     echo "total: 0 passed, 1 failed"
