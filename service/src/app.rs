@@ -2,6 +2,8 @@
 
 use crate::auth::{Accounts, Sessions};
 use crate::events::EventBus;
+use crate::host::Host;
+use crate::inventory::Inventory;
 use crate::store::StateDir;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,11 +21,13 @@ pub struct Config {
     pub port: u16,
     /// Whether the certificate in use is the one keeld generated.
     pub self_signed: bool,
+    /// A recorded machine to serve instead of this one (`--host-root`).
+    pub host_root: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None }
     }
 }
 
@@ -38,9 +42,17 @@ pub struct Keel {
     pub started: chrono::DateTime<chrono::Utc>,
     /// Set by Manager.Reset: the server loop restarts the daemon when notified.
     pub restart: tokio::sync::Notify,
+    /// The machine (or a recording of one) the inventory is read from.
+    pub host: Host,
+    /// The inventory as last read: GETs never wait on the machine.
+    pub inventory: std::sync::RwLock<Arc<Inventory>>,
 }
 
 impl Keel {
+    pub fn inventory(&self) -> Arc<Inventory> {
+        self.inventory.read().unwrap().clone()
+    }
+
     pub fn open(cfg: Config) -> std::io::Result<Arc<Keel>> {
         let state = StateDir::open(&cfg.state_dir)?;
         let service_uuid = match std::fs::read_to_string(state.path("service-uuid")) {
@@ -52,6 +64,11 @@ impl Keel {
             }
         };
         let events = Arc::new(EventBus::open(state.clone())?);
+        let host = match &cfg.host_root {
+            Some(d) => Host::fixture(d),
+            None => Host::live(),
+        };
+        let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host)));
         Ok(Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
             sessions: Sessions::open(state.clone())?,
@@ -59,6 +76,8 @@ impl Keel {
             service_uuid,
             started: chrono::Utc::now(),
             restart: tokio::sync::Notify::new(),
+            host,
+            inventory,
             state,
             cfg,
         }))

@@ -3,7 +3,9 @@
 pub mod app;
 pub mod auth;
 pub mod events;
+pub mod host;
 pub mod html;
+pub mod inventory;
 pub mod messages;
 pub mod openapi;
 pub mod privilege;

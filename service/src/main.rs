@@ -9,6 +9,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum HostCmd {
+    /// Capture what keeld reads of this machine into DIR (a fixture for --host-root).
+    Record { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Serve the Redfish API over HTTPS.
     Serve {
@@ -39,6 +45,14 @@ enum Cmd {
         /// Largest request body accepted, in bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_body: usize,
+        /// Serve a machine recorded by `keeld host record` instead of this one.
+        #[arg(long)]
+        host_root: Option<PathBuf>,
+    },
+    /// Work with the host root.
+    Host {
+        #[command(subcommand)]
+        cmd: HostCmd,
     },
     /// Print the OpenAPI document (YAML).
     Openapi,
@@ -64,7 +78,14 @@ fn main() {
             // A closed pipe (`keeld openapi | head`) is not an error worth a panic.
             let _ = std::io::stdout().write_all(keeld::openapi::yaml(keeld::tree::global()).as_bytes());
         }
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body } => {
+        Cmd::Host { cmd: HostCmd::Record { dir } } => match keeld::host::record::record(&keeld::host::Host::live(), &dir) {
+            Ok((files, commands)) => log::info!("recorded {files} files and {commands} command outputs into {}", dir.display()),
+            Err(e) => {
+                log::error!("recording into {}: {e}", dir.display());
+                std::process::exit(1);
+            }
+        },
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -75,6 +96,7 @@ fn main() {
                 workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
                 page_size,
                 max_body,
+                host_root,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

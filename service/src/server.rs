@@ -18,6 +18,7 @@ pub struct ServeOpts {
     pub workers: usize,
     pub page_size: usize,
     pub max_body: usize,
+    pub host_root: Option<PathBuf>,
 }
 
 /// What the server loop ended with.
@@ -91,6 +92,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         base_url: format!("https://{addr}"),
         port: addr.port(),
         self_signed,
+        host_root: opts.host_root.clone(),
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;

@@ -75,6 +75,10 @@ types! {
     CHASSIS = RfType::new("Chassis", "v1_28_0");
     CHASSIS_COLLECTION = RfType::collection("ChassisCollection");
     ACTION_INFO = RfType::new("ActionInfo", "v1_5_0");
+    PROCESSOR = RfType::new("Processor", "v1_22_0");
+    PROCESSOR_COLLECTION = RfType::collection("ProcessorCollection");
+    MEMORY = RfType::new("Memory", "v1_23_0");
+    MEMORY_COLLECTION = RfType::collection("MemoryCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

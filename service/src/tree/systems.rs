@@ -12,45 +12,162 @@ pub const CHASSIS: &str = "/redfish/v1/Chassis/chassis";
 pub fn register(t: &mut Tree) {
     t.add(Tree::route("/redfish/v1/Systems", "ComputerSystemCollection", Some(types::COMPUTER_SYSTEM_COLLECTION)).get(LOGIN, systems));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}", "ComputerSystem", Some(types::COMPUTER_SYSTEM)).get(LOGIN, system));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Processors", "ProcessorCollection", Some(types::PROCESSOR_COLLECTION)).get(LOGIN, processors));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Processors/{ProcessorId}", "Processor", Some(types::PROCESSOR)).get(LOGIN, processor));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Memory", "MemoryCollection", Some(types::MEMORY_COLLECTION)).get(LOGIN, memory_list));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Memory/{MemoryId}", "Memory", Some(types::MEMORY)).get(LOGIN, memory));
     t.add(Tree::route("/redfish/v1/Chassis", "ChassisCollection", Some(types::CHASSIS_COLLECTION)).get(LOGIN, chassis_list));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}", "Chassis", Some(types::CHASSIS)).get(LOGIN, chassis));
 }
 
-/// One DMI field from sysfs, if readable and meaningful.
-fn dmi(field: &str) -> Option<String> {
-    let v = std::fs::read_to_string(format!("/sys/class/dmi/id/{field}")).ok()?;
-    let v = v.trim();
-    if v.is_empty() || v.eq_ignore_ascii_case("to be filled by o.e.m.") || v.eq_ignore_ascii_case("default string") {
-        None
-    } else {
-        Some(v.to_string())
-    }
+/// One DMI field of the host, if meaningful.
+fn dmi(r: &Req, field: &str) -> Option<String> {
+    let v = r.keel.host.attr(&format!("/sys/class/dmi/id/{field}"))?;
+    let lower = v.to_ascii_lowercase();
+    (!["to be filled by o.e.m.", "default string", "not specified"].contains(&lower.as_str())).then_some(v)
 }
 
 async fn systems(_: Req) -> RfResult<Value> {
     Ok(collection("Computer System Collection", [SYSTEM.to_string()]))
 }
 
-async fn system(r: Req) -> RfResult<Value> {
+fn check_system(r: &Req) -> RfResult<()> {
     if r.param(0) != "system" {
         return Err(RfError::resource_not_found("ComputerSystem", r.param(0)));
     }
+    Ok(())
+}
+
+async fn system(r: Req) -> RfResult<Value> {
+    check_system(&r)?;
+    let inv = r.keel.inventory();
+    let sys = &inv.system;
+    let cores: u32 = inv.processors.iter().map(|p| p.cores).sum();
+    let threads: u32 = inv.processors.iter().map(|p| p.threads).sum();
     let mut v = json!({
         "Id": "system",
         "Name": "Keel host",
         "SystemType": "Physical",
-        "HostName": crate::tls::hostname(),
         "PowerState": "On",
         "Status": { "State": "Enabled", "Health": "OK" },
+        "ProcessorSummary": {
+            "Count": inv.processors.len(),
+            "CoreCount": cores,
+            "LogicalProcessorCount": threads,
+        },
+        "MemorySummary": {
+            "TotalSystemMemoryGiB": memory_gib(&inv),
+        },
+        "Processors": link(format!("{SYSTEM}/Processors")),
+        "Memory": link(format!("{SYSTEM}/Memory")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
-    for (prop, field) in [("Manufacturer", "sys_vendor"), ("Model", "product_name"), ("SerialNumber", "product_serial"), ("BiosVersion", "bios_version")] {
-        if let Some(x) = dmi(field) {
+    if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
+        v["ProcessorSummary"]["Model"] = json!(m);
+    }
+    for (prop, val) in [("Manufacturer", &sys.manufacturer), ("Model", &sys.model), ("SerialNumber", &sys.serial), ("SKU", &sys.sku), ("BiosVersion", &sys.bios_version), ("HostName", &sys.hostname), ("UUID", &sys.uuid)] {
+        if let Some(x) = val {
             v[prop] = json!(x);
         }
     }
-    if let Some(u) = dmi("product_uuid").and_then(|u| uuid::Uuid::parse_str(&u).ok()) {
-        v["UUID"] = json!(u.to_string());
+    Ok(v)
+}
+
+/// Installed memory: the DIMMs' sizes when SMBIOS lists them, else what the kernel sees.
+fn memory_gib(inv: &crate::inventory::Inventory) -> f64 {
+    let mib: u64 = inv.memory.iter().map(|d| d.size_mib).sum();
+    let gib = if mib > 0 { mib as f64 / 1024.0 } else { inv.system.total_memory_kib.unwrap_or(0) as f64 / (1024.0 * 1024.0) };
+    (gib * 100.0).round() / 100.0
+}
+
+async fn processors(r: Req) -> RfResult<Value> {
+    check_system(&r)?;
+    let inv = r.keel.inventory();
+    Ok(collection("Processors Collection", inv.processors.iter().map(|p| format!("{SYSTEM}/Processors/CPU{}", p.socket))))
+}
+
+async fn processor(r: Req) -> RfResult<Value> {
+    check_system(&r)?;
+    let inv = r.keel.inventory();
+    let id = r.param(1);
+    let p = inv
+        .processors
+        .iter()
+        .find(|p| format!("CPU{}", p.socket) == id)
+        .ok_or_else(|| RfError::resource_not_found("Processor", id))?;
+    let mut v = json!({
+        "Id": id,
+        "Name": format!("Processor {}", p.socket),
+        "ProcessorType": "CPU",
+        "TotalCores": p.cores,
+        "TotalEnabledCores": p.cores,
+        "TotalThreads": p.threads,
+        "Status": { "State": "Enabled", "Health": "OK" },
+    });
+    let opt = |v: &mut Value, k: &str, x: Option<Value>| {
+        if let Some(x) = x {
+            v[k] = x;
+        }
+    };
+    opt(&mut v, "Socket", p.socket_label.clone().map(Value::from));
+    opt(&mut v, "Manufacturer", p.manufacturer.clone().map(Value::from));
+    opt(&mut v, "Model", p.model.clone().map(Value::from));
+    opt(&mut v, "InstructionSet", p.instruction_set.map(Value::from));
+    opt(&mut v, "ProcessorArchitecture", p.architecture.map(Value::from));
+    opt(&mut v, "MaxSpeedMHz", p.max_mhz.map(Value::from));
+    opt(&mut v, "OperatingSpeedMHz", p.current_mhz.map(Value::from));
+    opt(&mut v, "SerialNumber", p.serial.clone().map(Value::from));
+    opt(&mut v, "PartNumber", p.part_number.clone().map(Value::from));
+    let mut id_obj = serde_json::Map::new();
+    for (k, x) in [("VendorId", &p.vendor_id), ("EffectiveFamily", &p.family), ("EffectiveModel", &p.model_number), ("Step", &p.stepping), ("MicrocodeInfo", &p.microcode)] {
+        if let Some(x) = x {
+            id_obj.insert(k.into(), json!(x));
+        }
+    }
+    if !id_obj.is_empty() {
+        v["ProcessorId"] = Value::Object(id_obj);
+    }
+    Ok(v)
+}
+
+async fn memory_list(r: Req) -> RfResult<Value> {
+    check_system(&r)?;
+    let inv = r.keel.inventory();
+    Ok(collection("Memory Collection", (0..inv.memory.len()).map(|i| format!("{SYSTEM}/Memory/DIMM{i}"))))
+}
+
+async fn memory(r: Req) -> RfResult<Value> {
+    check_system(&r)?;
+    let inv = r.keel.inventory();
+    let id = r.param(1);
+    let d = id
+        .strip_prefix("DIMM")
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|i| inv.memory.get(i))
+        .ok_or_else(|| RfError::resource_not_found("Memory", id))?;
+    let mut v = json!({
+        "Id": id,
+        "Name": d.locator.clone().unwrap_or_else(|| id.to_string()),
+        "MemoryType": "DRAM",
+        "CapacityMiB": d.size_mib,
+        "Status": { "State": "Enabled", "Health": "OK" },
+    });
+    let opt = |v: &mut Value, k: &str, x: Option<Value>| {
+        if let Some(x) = x {
+            v[k] = x;
+        }
+    };
+    opt(&mut v, "MemoryDeviceType", d.device_type.map(Value::from));
+    opt(&mut v, "OperatingSpeedMhz", d.configured_mts.or(d.speed_mts).map(Value::from));
+    opt(&mut v, "AllowedSpeedsMHz", d.speed_mts.map(|s| json!([s])));
+    opt(&mut v, "Manufacturer", d.manufacturer.clone().map(Value::from));
+    opt(&mut v, "SerialNumber", d.serial.clone().map(Value::from));
+    opt(&mut v, "PartNumber", d.part_number.clone().map(Value::from));
+    opt(&mut v, "RankCount", d.rank.map(Value::from));
+    opt(&mut v, "DataWidthBits", d.data_width.map(Value::from));
+    opt(&mut v, "BusWidthBits", d.total_width.map(Value::from));
+    if let Some(l) = &d.locator {
+        v["Location"] = json!({ "PartLocation": { "ServiceLabel": l, "LocationType": "Slot" } });
     }
     Ok(v)
 }
@@ -60,8 +177,8 @@ async fn chassis_list(_: Req) -> RfResult<Value> {
 }
 
 /// SMBIOS chassis type numbers (DSP0134 §7.4.1) as Redfish ChassisType.
-fn chassis_type() -> &'static str {
-    match dmi("chassis_type").and_then(|t| t.parse::<u32>().ok()) {
+fn chassis_type(r: &Req) -> &'static str {
+    match dmi(r, "chassis_type").and_then(|t| t.parse::<u32>().ok()) {
         Some(3 | 4 | 5 | 6 | 7 | 15 | 16 | 24) => "StandAlone",
         Some(8 | 9 | 10 | 14 | 30 | 31 | 32) => "Other",
         Some(17 | 23 | 28) => "RackMount",
@@ -77,12 +194,12 @@ async fn chassis(r: Req) -> RfResult<Value> {
     let mut v = json!({
         "Id": "chassis",
         "Name": "Keel host chassis",
-        "ChassisType": chassis_type(),
+        "ChassisType": chassis_type(&r),
         "Status": { "State": "Enabled", "Health": "OK" },
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     for (prop, field) in [("Manufacturer", "chassis_vendor"), ("SerialNumber", "chassis_serial"), ("AssetTag", "chassis_asset_tag")] {
-        if let Some(x) = dmi(field) {
+        if let Some(x) = dmi(&r, field) {
             v[prop] = json!(x);
         }
     }

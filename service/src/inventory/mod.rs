@@ -1,0 +1,81 @@
+//! The host inventory backend: parses what the host root shows into plain facts. Built once at
+//! start (and again on change), so a GET never waits on the machine.
+
+pub mod cpu;
+pub mod memory;
+pub mod smbios;
+
+use crate::host::Host;
+use serde::Serialize;
+
+/// What the inventory knows about the system as a whole (DMI/SMBIOS type 1 and the kernel).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SystemInfo {
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub uuid: Option<String>,
+    pub sku: Option<String>,
+    pub bios_version: Option<String>,
+    pub hostname: Option<String>,
+    pub total_memory_kib: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Inventory {
+    pub system: SystemInfo,
+    pub processors: Vec<cpu::Processor>,
+    pub memory: Vec<memory::Dimm>,
+}
+
+fn dmi(host: &Host, field: &str) -> Option<String> {
+    let v = host.attr(&format!("/sys/class/dmi/id/{field}"))?;
+    let lower = v.to_ascii_lowercase();
+    if ["to be filled by o.e.m.", "default string", "not specified", "system product name", "system manufacturer", "none"].contains(&lower.as_str()) {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+pub fn system_info(host: &Host, tables: &[smbios::Structure]) -> SystemInfo {
+    let t1 = tables.iter().find(|s| s.kind == 1);
+    let from1 = |off| t1.and_then(|s| s.string(off));
+    let uuid = dmi(host, "product_uuid").or_else(|| t1.and_then(smbios_uuid)).and_then(|u| uuid::Uuid::parse_str(&u).ok()).map(|u| u.to_string());
+    SystemInfo {
+        manufacturer: dmi(host, "sys_vendor").or_else(|| from1(4)),
+        model: dmi(host, "product_name").or_else(|| from1(5)),
+        serial: dmi(host, "product_serial").or_else(|| from1(7)),
+        uuid,
+        sku: dmi(host, "product_sku").or_else(|| from1(0x19)),
+        bios_version: dmi(host, "bios_version").or_else(|| tables.iter().find(|s| s.kind == 0).and_then(|s| s.string(5))),
+        hostname: host.attr("/proc/sys/kernel/hostname").or_else(|| host.attr("/etc/hostname")),
+        total_memory_kib: host.read("/proc/meminfo").ok().and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok()))
+        }),
+    }
+}
+
+/// SMBIOS type 1 UUID (bytes 8..24; the first three fields little-endian, DSP0134 §7.2.1).
+fn smbios_uuid(s: &smbios::Structure) -> Option<String> {
+    let b = s.data.get(8..24)?;
+    if b.iter().all(|x| *x == 0) || b.iter().all(|x| *x == 0xff) {
+        return None;
+    }
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    ))
+}
+
+impl Inventory {
+    /// Read everything (cheap parts only: no external commands).
+    pub fn build(host: &Host) -> Inventory {
+        let tables = host.read_bytes("/sys/firmware/dmi/tables/DMI").map(|t| smbios::parse(&t)).unwrap_or_default();
+        Inventory {
+            system: system_info(host, &tables),
+            processors: cpu::processors(host, &tables),
+            memory: memory::dimms(&tables),
+        }
+    }
+}
