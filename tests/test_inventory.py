@@ -1,0 +1,140 @@
+"""Inventory through the host root: a recorded machine is served by the same parsers as the live one."""
+import struct
+import subprocess
+
+from conftest import KEELD
+
+SYS = "/redfish/v1/Systems/system"
+
+
+def smbios(kind, handle, body, strings):
+    """One SMBIOS structure (DSP0134 §6.1.2)."""
+    data = bytes([kind, len(body) + 4]) + struct.pack("<H", handle) + bytes(body)
+    if strings:
+        data += b"".join(s.encode() + b"\0" for s in strings) + b"\0"
+    else:
+        data += b"\0\0"
+    return data
+
+
+def dimm(handle, size_mib, kind, locator, maker, serial, part, speed, configured):
+    """A type 17 Memory Device structure (SMBIOS 3.x layout up to offset 0x28)."""
+    b = bytearray(0x28 - 4)
+
+    def put(off, fmt, v):
+        struct.pack_into(fmt, b, off - 4, v)
+
+    put(0x08, "<H", 72)   # total width (ECC)
+    put(0x0A, "<H", 64)   # data width
+    if size_mib >= 32 * 1024:
+        put(0x0C, "<H", 0x7FFF)
+        put(0x1C, "<I", size_mib)
+    else:
+        put(0x0C, "<H", size_mib)
+    put(0x10, "B", 1)
+    put(0x11, "B", 2)
+    put(0x12, "B", kind)
+    put(0x15, "<H", speed)
+    put(0x17, "B", 3)
+    put(0x18, "B", 4)
+    put(0x1A, "B", 5)
+    put(0x1B, "B", 2)     # rank 2
+    put(0x20, "<H", configured)
+    return smbios(17, handle, b, [locator, "BANK 0", maker, serial, part])
+
+
+def make_server_fixture(root):
+    """A 2-socket server: 2 x 4 cores x 2 threads, 4 DIMMs (one slot empty), DMI identity."""
+    (root / "proc/sys/kernel").mkdir(parents=True)
+    blocks = []
+    for n in range(16):
+        socket, core = n // 8, (n % 8) // 2
+        blocks.append(
+            f"processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+            f"model name\t: AMD EPYC 9124 16-Core Processor\nstepping\t: 1\nmicrocode\t: 0xa10113e\n"
+            f"cpu MHz\t\t: 3000.000\nphysical id\t: {socket}\ncore id\t\t: {core}\nflags\t\t: fpu lm sse2\n")
+    (root / "proc/cpuinfo").write_text("\n".join(blocks) + "\n")
+    (root / "proc/meminfo").write_text("MemTotal:       263856128 kB\nMemFree:  1 kB\n")
+    (root / "proc/sys/kernel/hostname").write_text("rack12-node3\n")
+    dmi = root / "sys/class/dmi/id"
+    dmi.mkdir(parents=True)
+    for k, v in {"sys_vendor": "Supermicro", "product_name": "AS -2025HS-TNR", "product_serial": "S123456X",
+                 "bios_version": "1.4a", "product_uuid": "4c4c4544-0042-3510-8048-b2c04f4e3332",
+                 "chassis_type": "23"}.items():
+        (dmi / k).write_text(v + "\n")
+    for n in range(16):
+        t = root / f"sys/devices/system/cpu/cpu{n}/cpufreq"
+        t.mkdir(parents=True)
+        (t / "cpuinfo_max_freq").write_text("3700000\n")
+    table = b""
+    table += dimm(0x1100, 65536, 0x22, "P1-DIMMA1", "Samsung", "03A1B2C3", "M321R8GA0BB0-CQKZJ", 4800, 4800)
+    table += dimm(0x1101, 65536, 0x22, "P1-DIMMB1", "Samsung", "03A1B2C4", "M321R8GA0BB0-CQKZJ", 4800, 4800)
+    table += dimm(0x1102, 65536, 0x22, "P2-DIMMA1", "Samsung", "03A1B2C5", "M321R8GA0BB0-CQKZJ", 4800, 4400)
+    table += dimm(0x1103, 65536, 0x22, "P2-DIMMB1", "Samsung", "03A1B2C6", "M321R8GA0BB0-CQKZJ", 4800, 4400)
+    empty = bytearray(dimm(0x1104, 0, 0x22, "P2-DIMMC1", "NO DIMM", "NO DIMM", "NO DIMM", 0, 0))
+    struct.pack_into("<H", empty, 0x0C, 0)
+    table += bytes(empty)
+    table += smbios(127, 0xFFFF, [], [])
+    t = root / "sys/firmware/dmi/tables"
+    t.mkdir(parents=True)
+    (t / "DMI").write_bytes(table)
+
+
+def test_a_recorded_server_is_served_with_its_values(keeld_factory, tmp_path):
+    root = tmp_path / "server"
+    make_server_fixture(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    sys = s.get(k.url + SYS).json()
+    assert sys["Manufacturer"] == "Supermicro" and sys["Model"] == "AS -2025HS-TNR"
+    assert sys["SerialNumber"] == "S123456X" and sys["BiosVersion"] == "1.4a"
+    assert sys["UUID"] == "4c4c4544-0042-3510-8048-b2c04f4e3332"
+    assert sys["HostName"] == "rack12-node3"
+    assert sys["ProcessorSummary"] == {"Count": 2, "CoreCount": 8, "LogicalProcessorCount": 16,
+                                       "Model": "AMD EPYC 9124 16-Core Processor"}
+    assert sys["MemorySummary"]["TotalSystemMemoryGiB"] == 256
+    cpus = s.get(k.url + SYS + "/Processors?$expand=.").json()["Members"]
+    assert [c["Id"] for c in cpus] == ["CPU0", "CPU1"]
+    c = cpus[1]
+    assert (c["TotalCores"], c["TotalThreads"], c["MaxSpeedMHz"], c["OperatingSpeedMHz"]) == (4, 8, 3700, 3000)
+    assert c["Manufacturer"] == "Advanced Micro Devices, Inc." and c["InstructionSet"] == "x86-64"
+    assert c["ProcessorId"]["EffectiveFamily"] == "25" and c["ProcessorId"]["MicrocodeInfo"] == "0xa10113e"
+    mem = s.get(k.url + SYS + "/Memory?$expand=.").json()["Members"]
+    assert len(mem) == 4, "the empty slot is not listed"
+    m = mem[2]
+    assert m["Name"] == "P2-DIMMA1" and m["CapacityMiB"] == 65536 and m["MemoryDeviceType"] == "DDR5"
+    assert (m["OperatingSpeedMhz"], m["AllowedSpeedsMHz"], m["RankCount"]) == (4400, [4800], 2)
+    assert m["PartNumber"] == "M321R8GA0BB0-CQKZJ" and m["SerialNumber"] == "03A1B2C5"
+    assert m["Location"]["PartLocation"]["ServiceLabel"] == "P2-DIMMA1"
+    assert s.get(k.url + "/redfish/v1/Chassis/chassis").json()["ChassisType"] == "RackMount"
+
+
+def test_missing_and_garbage_files_degrade_only_those_properties(keeld_factory, tmp_path):
+    root = tmp_path / "odd"
+    make_server_fixture(root)
+    (root / "sys/firmware/dmi/tables/DMI").write_bytes(b"\x11\x50garbage")
+    (root / "sys/class/dmi/id/product_name").unlink()
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    r = s.get(k.url + SYS)
+    assert r.status_code == 200
+    sys = r.json()
+    assert "Model" not in sys and sys["Manufacturer"] == "Supermicro"
+    assert s.get(k.url + SYS + "/Memory").json()["Members"] == []
+    # Without DIMMs, the kernel's view of memory is reported.
+    assert sys["MemorySummary"]["TotalSystemMemoryGiB"] == round(263856128 / 1024 / 1024, 2)
+
+
+def test_recording_this_machine_serves_the_same_inventory(keeld, keeld_factory, tmp_path):
+    rec = tmp_path / "recorded"
+    out = subprocess.run([KEELD, "host", "record", str(rec)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (rec / "proc/cpuinfo").read_text() == open("/proc/cpuinfo").read()
+    replay = keeld_factory("--host-root", str(rec))
+    live, recorded = keeld.admin().get(keeld.url + SYS).json(), replay.admin().get(replay.url + SYS).json()
+    for prop in ("ProcessorSummary", "MemorySummary", "HostName", "Manufacturer", "Model", "UUID"):
+        assert live.get(prop) == recorded.get(prop), prop
+    lp = keeld.admin().get(keeld.url + SYS + "/Processors?$expand=.").json()["Members"]
+    rp = replay.admin().get(replay.url + SYS + "/Processors?$expand=.").json()["Members"]
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("OperatingSpeedMHz",)} for m in ms]
+    assert strip(lp) == strip(rp)
