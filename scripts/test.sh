@@ -100,6 +100,12 @@ if ! timeout -k 30 "$(limit)" scripts/setup.sh; then
     exit 1
 fi
 
+# setup.sh found cargo, perhaps only through rustup's env file
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
 # python-requests verifies against these bundles even where verify=False is asked for; the tests
 # and validators only talk to keeld on loopback.
 unset REQUESTS_CA_BUNDLE CURL_CA_BUNDLE
