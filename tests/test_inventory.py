@@ -56,10 +56,14 @@ def make_server_fixture(root):
     (root / "proc/cpuinfo").write_text("\n".join(blocks) + "\n")
     (root / "proc/meminfo").write_text("MemTotal:       263856128 kB\nMemFree:  1 kB\n")
     (root / "proc/sys/kernel/hostname").write_text("rack12-node3\n")
+    (root / "proc/sys/kernel/osrelease").write_text("6.12.48+deb13-amd64\n")
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\nID=debian\n')
     dmi = root / "sys/class/dmi/id"
     dmi.mkdir(parents=True)
     for k, v in {"sys_vendor": "Supermicro", "product_name": "AS -2025HS-TNR", "product_serial": "S123456X",
-                 "bios_version": "1.4a", "product_uuid": "4c4c4544-0042-3510-8048-b2c04f4e3332",
+                 "bios_version": "1.4a", "bios_vendor": "American Megatrends International, LLC.",
+                 "bios_date": "03/08/2024", "product_uuid": "4c4c4544-0042-3510-8048-b2c04f4e3332",
                  "chassis_type": "23"}.items():
         (dmi / k).write_text(v + "\n")
     for n in range(16):
@@ -107,6 +111,13 @@ def test_a_recorded_server_is_served_with_its_values(keeld_factory, tmp_path):
     assert m["PartNumber"] == "M321R8GA0BB0-CQKZJ" and m["SerialNumber"] == "03A1B2C5"
     assert m["Location"]["PartLocation"]["ServiceLabel"] == "P2-DIMMA1"
     assert s.get(k.url + "/redfish/v1/Chassis/chassis").json()["ChassisType"] == "RackMount"
+    sw = {m["Id"]: m for m in s.get(k.url + "/redfish/v1/UpdateService/SoftwareInventory?$expand=.").json()["Members"]}
+    assert sw["os"]["Name"] == "Debian GNU/Linux 13 (trixie)" and sw["os"]["Version"] == "13"
+    assert sw["kernel"]["Version"] == "6.12.48+deb13-amd64"
+    assert sw["keeld"]["Version"] and "incus" not in sw
+    fw = s.get(k.url + "/redfish/v1/UpdateService/FirmwareInventory/bios").json()
+    assert (fw["Version"], fw["ReleaseDate"]) == ("1.4a", "2024-03-08T00:00:00Z")
+    assert fw["Manufacturer"] == "American Megatrends International, LLC."
 
 
 def test_missing_and_garbage_files_degrade_only_those_properties(keeld_factory, tmp_path):

@@ -79,6 +79,9 @@ types! {
     PROCESSOR_COLLECTION = RfType::collection("ProcessorCollection");
     MEMORY = RfType::new("Memory", "v1_23_0");
     MEMORY_COLLECTION = RfType::collection("MemoryCollection");
+    UPDATE_SERVICE = RfType::new("UpdateService", "v1_17_0");
+    SOFTWARE_INVENTORY = RfType::new("SoftwareInventory", "v1_13_0");
+    SOFTWARE_INVENTORY_COLLECTION = RfType::collection("SoftwareInventoryCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

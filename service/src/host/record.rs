@@ -17,6 +17,7 @@ pub struct Capture {
 /// symbolic links (as `/sys/class/*/*` entries are); links found deeper are kept as links.
 pub const FILES: &[Capture] = &[
     Capture { path: "/etc/os-release", depth: 0 },
+    Capture { path: "/usr/lib/os-release", depth: 0 },
     Capture { path: "/etc/hostname", depth: 0 },
     Capture { path: "/proc/cpuinfo", depth: 0 },
     Capture { path: "/proc/meminfo", depth: 0 },
@@ -28,7 +29,7 @@ pub const FILES: &[Capture] = &[
 ];
 
 /// Commands whose output the inventory parses.
-pub const COMMANDS: &[(&str, &[&str])] = &[];
+pub const COMMANDS: &[(&str, &[&str])] = &[("incus", &["version"])];
 
 /// Files larger than this are not inventory (and not recorded).
 const MAX_FILE: u64 = 4 << 20;

@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod memory;
 pub mod smbios;
+pub mod software;
 
 use crate::host::Host;
 use serde::Serialize;
@@ -26,6 +27,8 @@ pub struct Inventory {
     pub system: SystemInfo,
     pub processors: Vec<cpu::Processor>,
     pub memory: Vec<memory::Dimm>,
+    pub software: Vec<software::Component>,
+    pub firmware: Vec<software::Component>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -76,6 +79,8 @@ impl Inventory {
             system: system_info(host, &tables),
             processors: cpu::processors(host, &tables),
             memory: memory::dimms(&tables),
+            software: software::software(host),
+            firmware: software::firmware(host),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod registries;
 pub mod root;
 pub mod sessions;
 pub mod systems;
+pub mod update;
 
 use crate::app::Keel;
 use crate::auth::Principal;
@@ -274,6 +275,7 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        update::register(&mut t);
         t
     }
 }

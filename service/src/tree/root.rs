@@ -45,6 +45,7 @@ async fn service_root(r: Req) -> RfResult<Value> {
         "EventService": link("/redfish/v1/EventService"),
         "Registries": link("/redfish/v1/Registries"),
         "JsonSchemas": link("/redfish/v1/JsonSchemas"),
+        "UpdateService": link("/redfish/v1/UpdateService"),
         "Links": { "Sessions": link("/redfish/v1/SessionService/Sessions") },
     }))
 }
@@ -61,11 +62,12 @@ async fn odata(_: Req) -> RfResult<Value> {
         ("EventService", "/redfish/v1/EventService"),
         ("Registries", "/redfish/v1/Registries"),
         ("JsonSchemas", "/redfish/v1/JsonSchemas"),
+        ("UpdateService", "/redfish/v1/UpdateService"),
         ("Sessions", "/redfish/v1/SessionService/Sessions"),
     ];
     let value: Vec<Value> = sets
         .iter()
-        .map(|(n, u)| json!({ "name": n, "kind": if *n == "Service" { "Singleton" } else { "Singleton" }, "url": u }))
+        .map(|(n, u)| json!({ "name": n, "kind": "Singleton", "url": u }))
         .collect();
     Ok(json!({ "@odata.context": "/redfish/v1/$metadata", "value": value }))
 }

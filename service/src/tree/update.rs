@@ -1,0 +1,74 @@
+//! UpdateService: for now the firmware and software inventories (the A/B update engine and its
+//! actions arrive with the update issue; no action is listed before it works).
+
+use super::{collection, link, Req, Tree};
+use crate::inventory::software::Component;
+use crate::messages::{RfError, RfResult};
+use crate::privilege::LOGIN;
+use crate::types;
+use serde_json::{json, Value};
+
+const US: &str = "/redfish/v1/UpdateService";
+
+pub fn register(t: &mut Tree) {
+    t.add(Tree::route(US, "UpdateService", Some(types::UPDATE_SERVICE)).get(LOGIN, service));
+    for kind in ["FirmwareInventory", "SoftwareInventory"] {
+        let (coll, one): (&'static str, &'static str) = if kind == "FirmwareInventory" {
+            ("/redfish/v1/UpdateService/FirmwareInventory", "/redfish/v1/UpdateService/FirmwareInventory/{SoftwareInventoryId}")
+        } else {
+            ("/redfish/v1/UpdateService/SoftwareInventory", "/redfish/v1/UpdateService/SoftwareInventory/{SoftwareInventoryId}")
+        };
+        t.add(Tree::route(coll, "SoftwareInventoryCollection", Some(types::SOFTWARE_INVENTORY_COLLECTION)).get(LOGIN, list));
+        t.add(Tree::route(one, "SoftwareInventory", Some(types::SOFTWARE_INVENTORY)).get(LOGIN, item));
+    }
+}
+
+async fn service(_: Req) -> RfResult<Value> {
+    Ok(json!({
+        "Id": "UpdateService",
+        "Name": "Update Service",
+        "Description": "Firmware and software of this host",
+        "ServiceEnabled": true,
+        "FirmwareInventory": link(format!("{US}/FirmwareInventory")),
+        "SoftwareInventory": link(format!("{US}/SoftwareInventory")),
+        "Status": { "State": "Enabled", "Health": "OK" },
+    }))
+}
+
+fn components(r: &Req) -> (Vec<Component>, &'static str) {
+    let inv = r.keel.inventory();
+    if r.path.starts_with("/redfish/v1/UpdateService/FirmwareInventory") {
+        (inv.firmware.clone(), "FirmwareInventory")
+    } else {
+        (inv.software.clone(), "SoftwareInventory")
+    }
+}
+
+async fn list(r: Req) -> RfResult<Value> {
+    let (items, kind) = components(&r);
+    let name = if kind == "FirmwareInventory" { "Firmware Inventory Collection" } else { "Software Inventory Collection" };
+    Ok(collection(name, items.iter().map(|c| format!("{US}/{kind}/{}", c.id))))
+}
+
+async fn item(r: Req) -> RfResult<Value> {
+    let (items, _) = components(&r);
+    let id = r.param(0);
+    let c = items.iter().find(|c| c.id == id).ok_or_else(|| RfError::resource_not_found("SoftwareInventory", id))?;
+    let mut v = json!({
+        "Id": c.id,
+        "Name": c.name,
+        "Version": c.version,
+        "Updateable": c.updateable,
+        "Status": { "State": "Enabled", "Health": "OK" },
+    });
+    if let Some(m) = &c.manufacturer {
+        v["Manufacturer"] = json!(m);
+    }
+    if let Some(d) = &c.release_date {
+        v["ReleaseDate"] = json!(d);
+    }
+    if let Some(s) = &c.software_id {
+        v["SoftwareId"] = json!(s);
+    }
+    Ok(v)
+}
