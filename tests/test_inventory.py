@@ -149,3 +149,58 @@ def test_recording_this_machine_serves_the_same_inventory(keeld, keeld_factory, 
     rp = replay.admin().get(replay.url + SYS + "/Processors?$expand=.").json()["Members"]
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("OperatingSpeedMHz",)} for m in ms]
     assert strip(lp) == strip(rp)
+
+
+def make_hwmon(root):
+    """Two hwmon chips: a CPU package sensor near its limit and a board controller with a fan."""
+    chips = {
+        "hwmon0": {"name": "coretemp", "temp1_input": "84000", "temp1_label": "Package id 0", "temp1_max": "82000",
+                   "temp1_crit": "100000", "temp2_input": "51000", "temp2_label": "Core 0", "temp2_crit": "100000"},
+        "hwmon1": {"name": "nct6798", "fan1_input": "1830", "fan1_min": "300", "in0_input": "1216",
+                   "power1_input": "142500000"},
+    }
+    for hw, files in chips.items():
+        d = root / "sys/class/hwmon" / hw
+        d.mkdir(parents=True)
+        for f, v in files.items():
+            (d / f).write_text(v + "\n")
+
+
+def test_hwmon_sensors_thresholds_and_thermal_subsystem(keeld_factory, tmp_path):
+    root = tmp_path / "hw"
+    make_server_fixture(root)
+    make_hwmon(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    base = "/redfish/v1/Chassis/chassis"
+    sensors = {m["Id"]: m for m in s.get(k.url + base + "/Sensors?$expand=.").json()["Members"]}
+    assert set(sensors) == {"coretemp_temp1", "coretemp_temp2", "nct6798_fan1", "nct6798_in0", "nct6798_power1"}
+    pkg = sensors["coretemp_temp1"]
+    assert (pkg["Reading"], pkg["ReadingUnits"], pkg["ReadingType"]) == (84.0, "Cel", "Temperature")
+    assert pkg["Thresholds"] == {"UpperCritical": {"Reading": 100.0}, "UpperCaution": {"Reading": 82.0}}
+    assert pkg["Status"]["Health"] == "Warning", "above its max, below critical"
+    assert sensors["coretemp_temp2"]["Status"]["Health"] == "OK"
+    assert sensors["nct6798_in0"]["Reading"] == 1.216 and sensors["nct6798_in0"]["ReadingUnits"] == "V"
+    assert sensors["nct6798_power1"]["Reading"] == 142.5 and sensors["nct6798_power1"]["ReadingUnits"] == "W"
+    thermal = s.get(k.url + base + "/ThermalSubsystem?$expand=.($levels=2)").json()
+    fans = thermal["Fans"]["Members"]
+    assert [f["Id"] for f in fans] == ["nct6798_fan1"] and fans[0]["SpeedPercent"]["SpeedRPM"] == 1830
+    temps = thermal["ThermalMetrics"]["TemperatureReadingsCelsius"]
+    assert {t["DeviceName"]: t["Reading"] for t in temps} == {"coretemp Package id 0": 84.0, "coretemp Core 0": 51.0}
+    # Readings are live: the chip changes, the next GET shows it.
+    (root / "sys/class/hwmon/hwmon0/temp1_input").write_text("101000\n")
+    assert s.get(k.url + base + "/Sensors/coretemp_temp1").json()["Status"]["Health"] == "Critical"
+    # A sensor whose input vanished reads null, the rest are unaffected.
+    (root / "sys/class/hwmon/hwmon1/fan1_input").unlink()
+    r = s.get(k.url + base + "/Sensors/nct6798_fan1")
+    assert r.status_code == 200 and r.json()["Reading"] is None
+    assert s.get(k.url + base + "/Sensors/nct6798_in0").json()["Reading"] == 1.216
+
+
+def test_no_hwmon_means_no_thermal_subsystem(keeld_factory, tmp_path):
+    root = tmp_path / "bare"
+    make_server_fixture(root)
+    k = keeld_factory("--host-root", str(root))
+    ch = k.admin().get(k.url + "/redfish/v1/Chassis/chassis").json()
+    assert "ThermalSubsystem" not in ch
+    assert k.admin().get(k.url + "/redfish/v1/Chassis/chassis/Sensors").json()["Members"] == []

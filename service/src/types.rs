@@ -80,6 +80,12 @@ types! {
     MEMORY = RfType::new("Memory", "v1_23_0");
     MEMORY_COLLECTION = RfType::collection("MemoryCollection");
     UPDATE_SERVICE = RfType::new("UpdateService", "v1_17_0");
+    SENSOR = RfType::new("Sensor", "v1_12_0");
+    SENSOR_COLLECTION = RfType::collection("SensorCollection");
+    THERMAL_SUBSYSTEM = RfType::new("ThermalSubsystem", "v1_5_0");
+    THERMAL_METRICS = RfType::new("ThermalMetrics", "v1_3_2");
+    FAN = RfType::new("Fan", "v1_6_0");
+    FAN_COLLECTION = RfType::collection("FanCollection");
     SOFTWARE_INVENTORY = RfType::new("SoftwareInventory", "v1_13_0");
     SOFTWARE_INVENTORY_COLLECTION = RfType::collection("SoftwareInventoryCollection");
 }

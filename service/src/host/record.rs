@@ -7,25 +7,28 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-/// A machine path to capture, and how many directory levels below it to follow.
+/// A machine path to capture, how many directory levels below it to copy, and how many levels
+/// of symbolic links to follow (1: the path itself; 2: also its entries, as for `/sys/class/*`).
 pub struct Capture {
     pub path: &'static str,
     pub depth: usize,
+    pub follow: usize,
 }
 
 /// Everything the inventory reads. Directories named here are followed even when they are
 /// symbolic links (as `/sys/class/*/*` entries are); links found deeper are kept as links.
 pub const FILES: &[Capture] = &[
-    Capture { path: "/etc/os-release", depth: 0 },
-    Capture { path: "/usr/lib/os-release", depth: 0 },
-    Capture { path: "/etc/hostname", depth: 0 },
-    Capture { path: "/proc/cpuinfo", depth: 0 },
-    Capture { path: "/proc/meminfo", depth: 0 },
-    Capture { path: "/proc/sys/kernel/hostname", depth: 0 },
-    Capture { path: "/proc/sys/kernel/osrelease", depth: 0 },
-    Capture { path: "/sys/class/dmi/id", depth: 1 },
-    Capture { path: "/sys/firmware/dmi/tables", depth: 1 },
-    Capture { path: "/sys/devices/system/cpu", depth: 3 },
+    Capture { path: "/etc/os-release", depth: 0, follow: 1 },
+    Capture { path: "/usr/lib/os-release", depth: 0, follow: 1 },
+    Capture { path: "/etc/hostname", depth: 0, follow: 1 },
+    Capture { path: "/proc/cpuinfo", depth: 0, follow: 1 },
+    Capture { path: "/proc/meminfo", depth: 0, follow: 1 },
+    Capture { path: "/proc/sys/kernel/hostname", depth: 0, follow: 1 },
+    Capture { path: "/proc/sys/kernel/osrelease", depth: 0, follow: 1 },
+    Capture { path: "/sys/class/dmi/id", depth: 1, follow: 1 },
+    Capture { path: "/sys/firmware/dmi/tables", depth: 1, follow: 1 },
+    Capture { path: "/sys/devices/system/cpu", depth: 3, follow: 1 },
+    Capture { path: "/sys/class/hwmon", depth: 2, follow: 2 },
 ];
 
 /// Commands whose output the inventory parses.
@@ -34,9 +37,9 @@ pub const COMMANDS: &[(&str, &[&str])] = &[("incus", &["version"])];
 /// Files larger than this are not inventory (and not recorded).
 const MAX_FILE: u64 = 4 << 20;
 
-fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: bool) -> io::Result<()> {
+fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: usize) -> io::Result<()> {
     let meta = fs::symlink_metadata(src)?;
-    if meta.file_type().is_symlink() && !follow {
+    if meta.file_type().is_symlink() && follow == 0 {
         let target = fs::read_link(src)?;
         let _ = fs::remove_file(dst);
         return symlink(target, dst);
@@ -50,7 +53,7 @@ fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: bool) -> io::Result<
         for e in fs::read_dir(src)?.flatten() {
             let name = e.file_name();
             // Recording may meet files that vanish or refuse reading: skip them, keep going.
-            let _ = copy_entry(&src.join(&name), &dst.join(&name), depth - 1, false);
+            let _ = copy_entry(&src.join(&name), &dst.join(&name), depth - 1, follow.saturating_sub(1));
         }
         Ok(())
     } else if meta.is_file() && meta.len() <= MAX_FILE {
@@ -77,7 +80,7 @@ pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
         }
-        let _ = copy_entry(&src, &dst, c.depth, true);
+        let _ = copy_entry(&src, &dst, c.depth, c.follow);
     }
     let cmd_dir = dir.join(COMMANDS_DIR);
     fs::create_dir_all(&cmd_dir)?;

@@ -2,6 +2,7 @@
 //! start (and again on change), so a GET never waits on the machine.
 
 pub mod cpu;
+pub mod hwmon;
 pub mod memory;
 pub mod smbios;
 pub mod software;
@@ -29,6 +30,7 @@ pub struct Inventory {
     pub memory: Vec<memory::Dimm>,
     pub software: Vec<software::Component>,
     pub firmware: Vec<software::Component>,
+    pub sensors: Vec<hwmon::Sensor>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -81,6 +83,7 @@ impl Inventory {
             memory: memory::dimms(&tables),
             software: software::software(host),
             firmware: software::firmware(host),
+            sensors: hwmon::sensors(host),
         }
     }
 }

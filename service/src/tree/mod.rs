@@ -10,6 +10,7 @@ pub mod managers;
 pub mod metadata;
 pub mod registries;
 pub mod root;
+pub mod sensors;
 pub mod sessions;
 pub mod systems;
 pub mod update;
@@ -276,6 +277,7 @@ impl Tree {
         managers::register(&mut t);
         systems::register(&mut t);
         update::register(&mut t);
+        sensors::register(&mut t);
         t
     }
 }

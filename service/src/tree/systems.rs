@@ -197,7 +197,11 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "ChassisType": chassis_type(&r),
         "Status": { "State": "Enabled", "Health": "OK" },
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
+        "Sensors": link(format!("{CHASSIS}/Sensors")),
     });
+    if super::sensors::has_thermal(&r.keel.inventory().sensors) {
+        v["ThermalSubsystem"] = link(format!("{CHASSIS}/ThermalSubsystem"));
+    }
     for (prop, field) in [("Manufacturer", "chassis_vendor"), ("SerialNumber", "chassis_serial"), ("AssetTag", "chassis_asset_tag")] {
         if let Some(x) = dmi(&r, field) {
             v[prop] = json!(x);
