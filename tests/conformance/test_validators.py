@@ -291,12 +291,42 @@ def test_service_validator(role, netns, populated_keeld, schema_dir):
 
 # -------------------------------------------------------------------------------- Interop Validator
 
+KEEL_PROFILES = sorted((pathlib.Path(__file__).resolve().parents[2] / "profiles").glob("*.json"))
+
+
 def ocp_profiles():
     """OCP interoperability profiles shipped with the schema bundle (or named by KEEL_INTEROP_PROFILE)."""
     if os.environ.get("KEEL_INTEROP_PROFILE"):
         return [pathlib.Path(os.environ["KEEL_INTEROP_PROFILE"])]
     return sorted(p for p in SCHEMAS.rglob("*.json") if re.search(r"ocp|profile", p.name, re.I)
                   and "ProfileName" in p.read_text(errors="replace")[:4000])
+
+
+def run_interop(netns, k, profile):
+    logdir = k.dir / f"interop-{profile.stem}"
+    logdir.mkdir()
+    argv = [tool("rf_interop_validator"), "-r", k.url, "-u", ADMIN[0], "-p", ADMIN[1],
+            "--authtype", "Session", "--logdir", logdir, "--timeout", "30", profile]
+    r = netns.run(argv, cwd=logdir, capture_output=True, text=True, timeout=900)
+    (logdir / "output.txt").write_text(r.stdout + r.stderr)
+    print(f"Interop Validator, {profile.name}: exit {r.returncode} (reports: {logdir})")
+    print("  " + "\n  ".join(ANSI.sub("", r.stdout).strip().splitlines()[-6:]))
+    return r
+
+
+def test_interop_validator_keel_profile(netns, tmp_path_factory):
+    """Keel's own product profile (profiles/): what every Keel host promises its clients."""
+    assert KEEL_PROFILES, "no profile in profiles/"
+    k = start_keeld(netns, tmp_path_factory, "interop-keel")
+    try:
+        failed = []
+        for profile in KEEL_PROFILES:
+            r = run_interop(netns, k, profile)
+            if r.returncode != 0:
+                failed.append(f"{profile.name}: exit {r.returncode}\n{ANSI.sub('', r.stdout)[-4000:]}")
+        assert not failed, "\n".join(failed)
+    finally:
+        k.stop()
 
 
 def test_interop_validator_ocp_profile(netns, tmp_path_factory):
