@@ -204,3 +204,63 @@ def test_no_hwmon_means_no_thermal_subsystem(keeld_factory, tmp_path):
     ch = k.admin().get(k.url + "/redfish/v1/Chassis/chassis").json()
     assert "ThermalSubsystem" not in ch
     assert k.admin().get(k.url + "/redfish/v1/Chassis/chassis/Sensors").json()["Members"] == []
+
+
+def record_command(root, argv, stdout, status=0):
+    """What `keeld host record` stores for one command (host/mod.rs command_key)."""
+    import json
+    import re
+    key = "__".join(re.sub(r"[^A-Za-z0-9\-_.=]", "+", a) for a in argv) + ".json"
+    d = root / ".keel-commands"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / key).write_text(json.dumps({"status": status, "stdout": stdout}))
+
+
+JOURNAL_ARGV = ["journalctl", "-o", "json", "-r", "-n", "1000", "--no-pager"]
+
+
+def test_journal_entries_newest_first_paged_and_filtered(keeld_factory, tmp_path):
+    import json
+    root = tmp_path / "journal"
+    make_server_fixture(root)
+    base_us = 1763836800_000000  # 2025-11-22T18:40:00Z
+    lines = []
+    # journalctl -r prints newest first.
+    for i in reversed(range(7)):
+        prio = {0: "3", 3: "4"}.get(i, "6")
+        lines.append(json.dumps({"__CURSOR": f"s=abc;i={i}", "__REALTIME_TIMESTAMP": str(base_us + i * 60_000_000),
+                                 "PRIORITY": prio, "SYSLOG_IDENTIFIER": "kernel" if prio == "3" else "systemd",
+                                 "MESSAGE": f"message {i}"}))
+    lines.insert(3, "this line is not JSON")
+    record_command(root, JOURNAL_ARGV, "\n".join(lines) + "\n")
+    k = keeld_factory("--host-root", str(root), "--page-size", "3")
+    s = k.admin()
+    ls = "/redfish/v1/Systems/system/LogServices"
+    assert s.get(k.url + "/redfish/v1/Systems/system").json()["LogServices"] == {"@odata.id": ls}
+    svc = s.get(k.url + ls + "/Journal").json()
+    assert svc["Entries"] == {"@odata.id": ls + "/Journal/Entries"} and "Actions" not in svc
+    page = s.get(k.url + ls + "/Journal/Entries?$expand=.").json()
+    assert page["Members@odata.count"] == 7 and len(page["Members"]) == 3
+    assert [m["Message"] for m in page["Members"]] == ["message 6", "message 5", "message 4"]
+    nxt = s.get(k.url + page["Members@odata.nextLink"]).json()
+    assert [m["Message"] for m in nxt["Members"]] == ["message 3", "message 2", "message 1"], "nextLink keeps $expand"
+    crit = s.get(k.url + ls + "/Journal/Entries?$filter=Severity eq 'Critical'&$expand=.").json()["Members"]
+    assert [(m["Message"], m["Name"], m["Created"]) for m in crit] == [("message 0", "kernel", "2025-11-22T18:40:00Z")]
+    late = s.get(k.url + ls + "/Journal/Entries?$filter=Created ge '2025-11-22T18:45:00Z' and Severity ne 'OK'").json()
+    assert late["Members@odata.count"] == 0
+    warn = s.get(k.url + ls + "/Journal/Entries?$filter=Severity eq 'Warning' or Severity eq 'Critical'").json()
+    assert warn["Members@odata.count"] == 2
+    one = s.get(k.url + crit[0]["@odata.id"]).json()
+    assert one["EntryType"] == "Oem" and one["Severity"] == "Critical"
+    # Read-only: no ClearLog, no DELETE.
+    assert s.post(k.url + ls + "/Journal/Actions/LogService.ClearLog", json={}).status_code in (404, 405)
+    assert s.delete(k.url + crit[0]["@odata.id"]).status_code == 405
+
+
+def test_journal_failure_leaves_an_empty_log(keeld_factory, tmp_path):
+    root = tmp_path / "nojournal"
+    make_server_fixture(root)
+    record_command(root, JOURNAL_ARGV, "Failed to open journal\n", status=1)
+    k = keeld_factory("--host-root", str(root))
+    r = k.admin().get(k.url + "/redfish/v1/Systems/system/LogServices/Journal/Entries")
+    assert r.status_code == 200 and r.json()["Members"] == []

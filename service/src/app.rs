@@ -46,6 +46,8 @@ pub struct Keel {
     pub host: Host,
     /// The inventory as last read: GETs never wait on the machine.
     pub inventory: std::sync::RwLock<Arc<Inventory>>,
+    /// The systemd journal, read on demand and cached briefly.
+    pub journal: crate::inventory::journal::Journal,
 }
 
 impl Keel {
@@ -78,6 +80,7 @@ impl Keel {
             restart: tokio::sync::Notify::new(),
             host,
             inventory,
+            journal: Default::default(),
             state,
             cfg,
         }))

@@ -81,6 +81,10 @@ types! {
     MEMORY_COLLECTION = RfType::collection("MemoryCollection");
     UPDATE_SERVICE = RfType::new("UpdateService", "v1_17_0");
     SENSOR = RfType::new("Sensor", "v1_12_0");
+    LOG_SERVICE = RfType::new("LogService", "v1_9_0");
+    LOG_SERVICE_COLLECTION = RfType::collection("LogServiceCollection");
+    LOG_ENTRY = RfType::new("LogEntry", "v1_21_0");
+    LOG_ENTRY_COLLECTION = RfType::collection("LogEntryCollection");
     SENSOR_COLLECTION = RfType::collection("SensorCollection");
     THERMAL_SUBSYSTEM = RfType::new("ThermalSubsystem", "v1_5_0");
     THERMAL_METRICS = RfType::new("ThermalMetrics", "v1_3_2");

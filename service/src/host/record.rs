@@ -32,7 +32,10 @@ pub const FILES: &[Capture] = &[
 ];
 
 /// Commands whose output the inventory parses.
-pub const COMMANDS: &[(&str, &[&str])] = &[("incus", &["version"])];
+pub const COMMANDS: &[(&str, &[&str])] = &[
+    ("incus", &["version"]),
+    ("journalctl", &["-o", "json", "-r", "-n", "1000", "--no-pager"]),
+];
 
 /// Files larger than this are not inventory (and not recorded).
 const MAX_FILE: u64 = 4 << 20;

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod hwmon;
+pub mod journal;
 pub mod memory;
 pub mod smbios;
 pub mod software;

@@ -6,6 +6,7 @@ pub mod dispatch;
 
 pub mod accounts;
 pub mod events;
+pub mod logs;
 pub mod managers;
 pub mod metadata;
 pub mod registries;
@@ -278,6 +279,7 @@ impl Tree {
         systems::register(&mut t);
         update::register(&mut t);
         sensors::register(&mut t);
+        logs::register(&mut t);
         t
     }
 }
