@@ -264,3 +264,52 @@ def test_journal_failure_leaves_an_empty_log(keeld_factory, tmp_path):
     k = keeld_factory("--host-root", str(root))
     r = k.admin().get(k.url + "/redfish/v1/Systems/system/LogServices/Journal/Entries")
     assert r.status_code == 200 and r.json()["Members"] == []
+
+
+def make_pci(root):
+    """A ConnectX-4 Lx (two functions, Gen3 x8 in a Gen3 x8 slot), an NVMe drive, and a bridge."""
+    (root / "usr/share/misc").mkdir(parents=True, exist_ok=True)
+    (root / "usr/share/misc/pci.ids").write_text(
+        "15b3  Mellanox Technologies\n\t1015  MT27710 Family [ConnectX-4 Lx]\n"
+        "144d  Samsung Electronics Co Ltd\n\ta824  NVMe SSD Controller PM173X\n"
+        "8086  Intel Corporation\n\t09a2  Ice Lake Memory Map/VT-d\nC 02  Network controller\n")
+    devs = {
+        "0000:3b:00.0": ("0x15b3", "0x1015", "0x020000", "mlx5_core", "8.0 GT/s PCIe", "8"),
+        "0000:3b:00.1": ("0x15b3", "0x1015", "0x020000", "mlx5_core", "8.0 GT/s PCIe", "8"),
+        "0000:5e:00.0": ("0x144d", "0xa824", "0x010802", "nvme", "16.0 GT/s PCIe", "4"),
+        "0000:00:00.0": ("0x8086", "0x09a2", "0x060000", None, None, None),
+    }
+    import os
+    for addr, (v, d, cls, drv, speed, width) in devs.items():
+        p = root / "sys/bus/pci/devices" / addr
+        p.mkdir(parents=True)
+        for f, val in {"vendor": v, "device": d, "class": cls, "subsystem_vendor": v, "subsystem_device": "0x0003",
+                       "revision": "0x00"}.items():
+            (p / f).write_text(val + "\n")
+        if speed:
+            for pre in ("current", "max"):
+                (p / f"{pre}_link_speed").write_text(speed + "\n")
+                (p / f"{pre}_link_width").write_text(width + "\n")
+        if drv:
+            os.symlink(f"../../../bus/pci/drivers/{drv}", p / "driver")
+
+
+def test_pcie_devices_functions_names_and_links(keeld_factory, tmp_path):
+    root = tmp_path / "pci"
+    make_server_fixture(root)
+    make_pci(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    base = "/redfish/v1/Chassis/chassis/PCIeDevices"
+    devs = {m["Id"]: m for m in s.get(k.url + base + "?$expand=.").json()["Members"]}
+    assert set(devs) == {"0000_3b_00", "0000_5e_00"}, "bridges are left out"
+    nic = devs["0000_3b_00"]
+    assert (nic["Manufacturer"], nic["Model"], nic["DeviceType"]) == ("Mellanox Technologies", "MT27710 Family [ConnectX-4 Lx]", "MultiFunction")
+    assert nic["PCIeInterface"] == {"PCIeType": "Gen3", "LanesInUse": 8, "MaxPCIeType": "Gen3", "MaxLanes": 8}
+    fns = s.get(k.url + base + "/0000_3b_00/PCIeFunctions?$expand=.").json()["Members"]
+    assert [(f["FunctionId"], f["VendorId"], f["DeviceId"], f["DeviceClass"]) for f in fns] == [
+        (0, "0x15b3", "0x1015", "NetworkController"), (1, "0x15b3", "0x1015", "NetworkController")]
+    nvme = devs["0000_5e_00"]
+    assert nvme["PCIeInterface"]["PCIeType"] == "Gen4" and nvme["PCIeInterface"]["LanesInUse"] == 4
+    f0 = s.get(k.url + base + "/0000_5e_00/PCIeFunctions/0").json()
+    assert (f0["ClassCode"], f0["DeviceClass"], f0["FunctionType"]) == ("0x010802", "MassStorageController", "Physical")

@@ -81,6 +81,10 @@ types! {
     MEMORY_COLLECTION = RfType::collection("MemoryCollection");
     UPDATE_SERVICE = RfType::new("UpdateService", "v1_17_0");
     SENSOR = RfType::new("Sensor", "v1_12_0");
+    PCIE_DEVICE = RfType::new("PCIeDevice", "v1_21_0");
+    PCIE_DEVICE_COLLECTION = RfType::collection("PCIeDeviceCollection");
+    PCIE_FUNCTION = RfType::new("PCIeFunction", "v1_7_0");
+    PCIE_FUNCTION_COLLECTION = RfType::collection("PCIeFunctionCollection");
     LOG_SERVICE = RfType::new("LogService", "v1_9_0");
     LOG_SERVICE_COLLECTION = RfType::collection("LogServiceCollection");
     LOG_ENTRY = RfType::new("LogEntry", "v1_21_0");

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod hwmon;
 pub mod journal;
 pub mod memory;
+pub mod pci;
 pub mod smbios;
 pub mod software;
 
@@ -32,6 +33,7 @@ pub struct Inventory {
     pub software: Vec<software::Component>,
     pub firmware: Vec<software::Component>,
     pub sensors: Vec<hwmon::Sensor>,
+    pub pci: Vec<pci::Device>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -85,6 +87,7 @@ impl Inventory {
             software: software::software(host),
             firmware: software::firmware(host),
             sensors: hwmon::sensors(host),
+            pci: pci::devices(host, &pci::PciIds::load(host)),
         }
     }
 }

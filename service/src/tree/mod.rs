@@ -9,6 +9,7 @@ pub mod events;
 pub mod logs;
 pub mod managers;
 pub mod metadata;
+pub mod pcie;
 pub mod registries;
 pub mod root;
 pub mod sensors;
@@ -280,6 +281,7 @@ impl Tree {
         update::register(&mut t);
         sensors::register(&mut t);
         logs::register(&mut t);
+        pcie::register(&mut t);
         t
     }
 }

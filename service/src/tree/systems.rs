@@ -199,6 +199,7 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Status": { "State": "Enabled", "Health": "OK" },
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
         "Sensors": link(format!("{CHASSIS}/Sensors")),
+        "PCIeDevices": link(format!("{CHASSIS}/PCIeDevices")),
     });
     if super::sensors::has_thermal(&r.keel.inventory().sensors) {
         v["ThermalSubsystem"] = link(format!("{CHASSIS}/ThermalSubsystem"));
