@@ -313,3 +313,58 @@ def test_pcie_devices_functions_names_and_links(keeld_factory, tmp_path):
     assert nvme["PCIeInterface"]["PCIeType"] == "Gen4" and nvme["PCIeInterface"]["LanesInUse"] == 4
     f0 = s.get(k.url + base + "/0000_5e_00/PCIeFunctions/0").json()
     assert (f0["ClassCode"], f0["DeviceClass"], f0["FunctionType"]) == ("0x010802", "MassStorageController", "Physical")
+
+
+def test_hotplugged_devices_appear_and_disappear_with_events(keeld_factory, tmp_path):
+    import json
+    import queue
+    import shutil
+    import threading
+    import requests
+    root = tmp_path / "hotplug"
+    make_server_fixture(root)
+    make_pci(root)
+    k = keeld_factory("--host-root", str(root), "--inventory-refresh", "1")
+    s = k.admin()
+    base = "/redfish/v1/Chassis/chassis/PCIeDevices"
+    events = queue.Queue()
+    stream = requests.get(k.url + "/redfish/v1/EventService/SSE", auth=("admin", "Keel-Test-Pass1"),
+                          verify=False, stream=True, timeout=30)
+    assert stream.status_code == 200
+
+    def reader():
+        try:
+            for line in stream.iter_lines(chunk_size=1, decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.put(json.loads(line[5:]))
+        except Exception:
+            pass
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def wait_for(message_id, origin, timeout=15):
+        import time
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                e = events.get(timeout=0.5)["Events"][0]
+            except queue.Empty:
+                continue
+            if e["MessageId"] == message_id and e["OriginOfCondition"]["@odata.id"] == origin:
+                return e
+        raise AssertionError(f"no {message_id} for {origin}")
+
+    # A GPU is hot-added: it shows up, with a ResourceAdded event.
+    gpu = root / "sys/bus/pci/devices/0000:af:00.0"
+    gpu.mkdir(parents=True)
+    for f, v in {"vendor": "0x10de", "device": "0x20b5", "class": "0x030200"}.items():
+        (gpu / f).write_text(v + "\n")
+    e = wait_for("ResourceEvent.1.4.ResourceCreated", base + "/0000_af_00")
+    assert e["EventType"] == "ResourceAdded"
+    assert s.get(k.url + base + "/0000_af_00").status_code == 200
+    # The NVMe drive's controller is pulled: it goes away, with a ResourceRemoved event.
+    shutil.rmtree(root / "sys/bus/pci/devices/0000:5e:00.0")
+    e = wait_for("ResourceEvent.1.4.ResourceRemoved", base + "/0000_5e_00")
+    assert e["EventType"] == "ResourceRemoved"
+    assert s.get(k.url + base + "/0000_5e_00").status_code == 404
+    # (The stream ends when keeld stops; closing it from this side would wait on the reader.)

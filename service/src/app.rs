@@ -55,6 +55,23 @@ impl Keel {
         self.inventory.read().unwrap().clone()
     }
 
+    /// Read the machine again; announce what appeared and what went away, then serve the new
+    /// inventory. Blocking (it reads sysfs): run it off the request threads.
+    pub fn refresh_inventory(&self) {
+        let new = Arc::new(Inventory::build(&self.host));
+        let old = self.inventory();
+        let (before, after) = (old.resources(), new.resources());
+        *self.inventory.write().unwrap() = new;
+        for (uri, ty) in after.iter().filter(|(u, _)| !before.contains_key(*u)) {
+            log::info!("inventory: {uri} appeared");
+            self.events.inventory_event(true, uri, ty);
+        }
+        for (uri, ty) in before.iter().filter(|(u, _)| !after.contains_key(*u)) {
+            log::info!("inventory: {uri} went away");
+            self.events.inventory_event(false, uri, ty);
+        }
+    }
+
     pub fn open(cfg: Config) -> std::io::Result<Arc<Keel>> {
         let state = StateDir::open(&cfg.state_dir)?;
         let service_uuid = match std::fs::read_to_string(state.path("service-uuid")) {

@@ -288,6 +288,22 @@ impl EventBus {
         e
     }
 
+    /// A device that appeared (hot-plug) or went away: ResourceCreated / ResourceRemoved, with the
+    /// EventType clients of older Redfish versions filter on.
+    pub fn inventory_event(&self, added: bool, origin: &str, resource_type: &str) {
+        let def = if added { &crate::messages::resource_event::RESOURCE_CREATED } else { &crate::messages::resource_event::RESOURCE_REMOVED };
+        let message_id = format!("{RESOURCE_EVENT_PREFIX}.{}", def.key);
+        let record = json!({
+            "EventType": if added { "ResourceAdded" } else { "ResourceRemoved" },
+            "MessageId": message_id,
+            "Message": def.text,
+            "MessageArgs": [],
+            "MessageSeverity": def.severity,
+            "OriginOfCondition": { "@odata.id": origin },
+        });
+        self.publish(record, message_id, origin.to_string(), resource_type.to_string());
+    }
+
     /// A ResourceEvent registry event about `origin`.
     pub fn resource_event(&self, def: &'static MessageDef, origin: &str, resource_type: &str, args: &[String]) {
         let message_id = format!("{RESOURCE_EVENT_PREFIX}.{}", def.key);

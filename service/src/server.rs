@@ -19,6 +19,8 @@ pub struct ServeOpts {
     pub page_size: usize,
     pub max_body: usize,
     pub host_root: Option<PathBuf>,
+    /// Seconds between inventory re-reads (hot-plug); 0 turns it off.
+    pub inventory_refresh: u64,
 }
 
 /// What the server loop ended with.
@@ -119,6 +121,19 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     log::info!("keeld listening on https://{addr}/redfish/v1");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
+    let inventory_refresh = if opts.inventory_refresh > 0 {
+        let k = keel.clone();
+        let every = std::time::Duration::from_secs(opts.inventory_refresh);
+        Some(actix_web::rt::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let k2 = k.clone();
+                let _ = web::block(move || k2.refresh_inventory()).await;
+            }
+        }))
+    } else {
+        None
+    };
     let chores = keel.clone();
     let sweeper = actix_web::rt::spawn(async move {
         loop {
@@ -143,6 +158,9 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     handle.stop(true).await;
     let _ = server.await;
     sweeper.abort();
+    if let Some(t) = inventory_refresh {
+        t.abort();
+    }
     keel.sessions.flush_if_dirty();
     Ok(exit)
 }

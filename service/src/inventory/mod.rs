@@ -77,6 +77,27 @@ fn smbios_uuid(s: &smbios::Structure) -> Option<String> {
 }
 
 impl Inventory {
+    /// Every resource the inventory puts in the tree, with its Redfish type name: comparing two
+    /// inventories tells what was hot-plugged or removed.
+    pub fn resources(&self) -> std::collections::BTreeMap<String, &'static str> {
+        let sys = crate::tree::systems::SYSTEM;
+        let ch = crate::tree::systems::CHASSIS;
+        let mut m = std::collections::BTreeMap::new();
+        for p in &self.processors {
+            m.insert(format!("{sys}/Processors/CPU{}", p.socket), "Processor");
+        }
+        for i in 0..self.memory.len() {
+            m.insert(format!("{sys}/Memory/DIMM{i}"), "Memory");
+        }
+        for s in &self.sensors {
+            m.insert(format!("{ch}/Sensors/{}", s.id), "Sensor");
+        }
+        for d in &self.pci {
+            m.insert(format!("{ch}/PCIeDevices/{}", d.id), "PCIeDevice");
+        }
+        m
+    }
+
     /// Read everything (cheap parts only: no external commands).
     pub fn build(host: &Host) -> Inventory {
         let tables = host.read_bytes("/sys/firmware/dmi/tables/DMI").map(|t| smbios::parse(&t)).unwrap_or_default();
