@@ -79,6 +79,11 @@ types! {
     PROCESSOR_COLLECTION = RfType::collection("ProcessorCollection");
     MEMORY = RfType::new("Memory", "v1_23_0");
     MEMORY_COLLECTION = RfType::collection("MemoryCollection");
+    STORAGE = RfType::new("Storage", "v1_21_0");
+    STORAGE_COLLECTION = RfType::collection("StorageCollection");
+    DRIVE = RfType::new("Drive", "v1_22_0");
+    VOLUME = RfType::new("Volume", "v1_10_2");
+    VOLUME_COLLECTION = RfType::collection("VolumeCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

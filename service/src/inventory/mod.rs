@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod memory;
 pub mod smbios;
+pub mod storage;
 
 use crate::host::Host;
 use serde::Serialize;
@@ -26,6 +27,7 @@ pub struct Inventory {
     pub system: SystemInfo,
     pub processors: Vec<cpu::Processor>,
     pub memory: Vec<memory::Dimm>,
+    pub storage: Vec<storage::Controller>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -76,6 +78,7 @@ impl Inventory {
             system: system_info(host, &tables),
             processors: cpu::processors(host, &tables),
             memory: memory::dimms(&tables),
+            storage: storage::controllers(host, true),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod registries;
 pub mod root;
 pub mod sessions;
+pub mod storage;
 pub mod systems;
 
 use crate::app::Keel;
@@ -274,6 +275,7 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        storage::register(&mut t);
         t
     }
 }

@@ -60,6 +60,7 @@ async fn system(r: Req) -> RfResult<Value> {
         },
         "Processors": link(format!("{SYSTEM}/Processors")),
         "Memory": link(format!("{SYSTEM}/Memory")),
+        "Storage": link(format!("{SYSTEM}/Storage")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
