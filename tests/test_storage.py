@@ -5,6 +5,7 @@ Each fixture is built here the way the kernel lays out sysfs (absolute /sys/devi
 `--json=c -a` output recorded under .keel-commands/, as `keeld host record` writes it.
 """
 import json
+import re
 import os
 import pathlib
 import shutil
@@ -16,6 +17,7 @@ import pytest
 from conftest import ADMIN, KEELD, ROOT, SHARED
 
 STO = "/redfish/v1/Systems/system/Storage"
+DRV = "/redfish/v1/Chassis/chassis/Drives"
 
 
 # ----------------------------------------------------------------------------- fixture builders
@@ -236,14 +238,14 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     ids = [m["@odata.id"].rsplit("/", 1)[1] for m in get(k, s, STO)["Members"]]
     assert ids == [f"NVMe{n}" for n in range(12)] + ["SAS0"]
     n0 = get(k, s, STO + "/NVMe0")
-    assert n0["Drives"] == [{"@odata.id": STO + "/NVMe0/Drives/nvme0"}] and n0["Status"]["Health"] == "OK"
-    d = get(k, s, STO + "/NVMe0/Drives/nvme0")
+    assert n0["Drives"] == [{"@odata.id": DRV + "/nvme0"}] and n0["Status"]["Health"] == "OK"
+    d = get(k, s, DRV + "/nvme0")
     assert d["Model"] == "SAMSUNG MZQL23T8HCLS-00A07" and d["Manufacturer"] == "Samsung"
     assert (d["SerialNumber"], d["Revision"]) == ("S64HNE0T801234", "GDC5602Q")
     assert (d["CapacityBytes"], d["BlockSizeBytes"], d["MediaType"], d["Protocol"]) == (NVME_BYTES, 512, "SSD", "NVMe")
     assert (d["PredictedMediaLifeLeftPercent"], d["FailurePredicted"]) == (100, False)
     assert d["Status"] == {"State": "Enabled", "Health": "OK"} and "RotationSpeedRPM" not in d
-    d = get(k, s, STO + "/NVMe11/Drives/nvme11")
+    d = get(k, s, DRV + "/nvme11")
     assert (d["Model"], d["Manufacturer"], d["SerialNumber"], d["Revision"]) == (
         "Micron_7450_MTFDKCC3T8TFR", "Micron", "2241393F04DD", "E2MU200")
     assert d["PredictedMediaLifeLeftPercent"] == 89
@@ -252,8 +254,10 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert vols == [{"@odata.id": STO + "/NVMe0/Volumes/luks-data"}]
     v = get(k, s, STO + "/NVMe0/Volumes/luks-data")
     assert (v["Encrypted"], v["EncryptionTypes"], v["CapacityBytes"]) == (True, ["SoftwareAssisted"], 7499345920 * 512)
-    assert v["Links"]["Drives"] == [{"@odata.id": STO + "/NVMe0/Drives/nvme0"}]
-    assert get(k, s, STO + "/NVMe0/Drives/nvme0")["Links"]["Volumes"] == vols
+    assert v["Links"]["Drives"] == [{"@odata.id": DRV + "/nvme0"}]
+    assert get(k, s, DRV + "/nvme0")["Links"] == {"Storage": {"@odata.id": STO + "/NVMe0"}, "Volumes@odata.count": 1, "Volumes": vols}
+    assert len(get(k, s, DRV)["Members"]) == 16
+    assert get(k, s, "/redfish/v1/Chassis/chassis")["Drives"] == {"@odata.id": DRV}
     assert get(k, s, STO + "/NVMe1/Volumes")["Members"] == []
     sas = get(k, s, STO + "/SAS0?$expand=.")
     assert "mpt3sas" in sas["Description"] and "0000:5e:00.0" in sas["Description"]
@@ -264,7 +268,7 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert (h["CapacityBytes"], h["BlockSizeBytes"], h["MediaType"], h["Protocol"], h["RotationSpeedRPM"]) == (
         18000207937536, 512, "HDD", "SAS", 7200)
     assert h["FailurePredicted"] is False and h["Status"]["Health"] == "OK" and "PredictedMediaLifeLeftPercent" not in h
-    assert s.get(k.url + STO + "/SAS0/Drives/nvme0").status_code == 404
+    assert s.get(k.url + DRV + "/nvme99").status_code == 404
     assert s.get(k.url + STO + "/NVMe99").status_code == 404
 
 
@@ -276,7 +280,7 @@ def test_edge_box_sata_ssd(keeld_factory, tmp_path):
     assert [m["@odata.id"] for m in get(k, s, STO)["Members"]] == [STO + "/SATA0"]
     st = get(k, s, STO + "/SATA0")
     assert "ahci" in st["Description"] and st["Drives@odata.count"] == 1
-    d = get(k, s, STO + "/SATA0/Drives/sda")
+    d = get(k, s, DRV + "/sda")
     assert (d["Model"], d["Manufacturer"], d["SerialNumber"], d["Revision"]) == (
         "Samsung SSD 870 EVO 500GB", "Samsung", "S6PWNX0T412345A", "SVT02B6Q")
     assert (d["CapacityBytes"], d["BlockSizeBytes"], d["MediaType"], d["Protocol"]) == (500107862016, 512, "SSD", "SATA")
@@ -291,15 +295,15 @@ def test_smart_failure_is_critical_and_named(keeld_factory, tmp_path):
     s = k.admin()
     st = get(k, s, STO + "/SATA0")
     assert st["Status"] == {"State": "Enabled", "Health": "OK", "HealthRollup": "Critical"}
-    d = get(k, s, STO + "/SATA0/Drives/sda")
+    d = get(k, s, DRV + "/sda")
     assert d["FailurePredicted"] is True and d["Status"]["Health"] == "Critical"
     assert (d["Model"], d["Manufacturer"], d["Revision"], d["RotationSpeedRPM"], d["MediaType"]) == (
         "ST4000NM0035-1V4107", "Seagate", "TN05", 7200, "HDD")
     [c] = d["Status"]["Conditions"]
     assert c["MessageId"] == "StorageDevice.1.5.DriveFailure" and c["Severity"] == "Critical"
     assert "Reallocated_Sector_Ct" in c["Message"] and "attribute 5" in c["Message"]
-    assert c["OriginOfCondition"] == {"@odata.id": STO + "/SATA0/Drives/sda"}
-    ok = get(k, s, STO + "/SATA0/Drives/sdb")
+    assert c["OriginOfCondition"] == {"@odata.id": DRV + "/sda"}
+    ok = get(k, s, DRV + "/sdb")
     assert ok["FailurePredicted"] is False and ok["Status"] == {"State": "Enabled", "Health": "OK"}
 
 
@@ -311,7 +315,7 @@ def test_bad_smartctl_output_degrades_only_that_drive(keeld_factory, tmp_path):
     k = keeld_factory("--host-root", str(root))
     s = k.admin()
     for name in ("sda", "sdb"):
-        d = get(k, s, STO + f"/SATA0/Drives/{name}")
+        d = get(k, s, DRV + f"/{name}")
         assert d["Model"] == "ST4000NM0035-1V4" and d["Revision"] == "TN05", "sysfs values stay"
         assert d["CapacityBytes"] == 7814037168 * 512 and d["MediaType"] == "HDD"
         assert "FailurePredicted" not in d and "PredictedMediaLifeLeftPercent" not in d
@@ -335,6 +339,49 @@ def test_device_vanishing_mid_read(keeld_factory, tmp_path):
     assert [d["Id"] for d in sas["Drives"]] == ["sda", "sdb", "sdd"]
     sdb = sas["Drives"][1]
     assert sdb["CapacityBytes"] == 18000207937536 and sdb["Model"] == "ST18000NM004J", "smartctl still knows it"
-    assert get(k, s, STO + "/NVMe3/Drives/nvme3")["Model"] == "SAMSUNG MZQL23T8HCLS-00A07"
+    assert get(k, s, DRV + "/nvme3")["Model"] == "SAMSUNG MZQL23T8HCLS-00A07"
     r = s.get(k.url + "/redfish/v1/Systems/system?$expand=.($levels=3)")
     assert r.status_code == 200
+# ----------------------------------------------------------------------------- Service Validator
+
+def validator():
+    for p in (os.environ.get("RF_SERVICE_VALIDATOR"), "/tmp/rfvenv/bin/rf_service_validator", shutil.which("rf_service_validator")):
+        if p and os.path.exists(p):
+            return p
+    return None
+
+
+@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server])
+def test_service_validator_on_storage_fixtures(maker, keeld_factory, tmp_path):
+    rsv = validator()
+    if not rsv:
+        pytest.skip("rf_service_validator is not installed")
+    root = tmp_path / "host"
+    maker(root)
+    k = keeld_factory("--host-root", str(root))
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    for f in list((SHARED / "redfish-schemas/csdl").glob("*.xml")) + list((ROOT / "schemas").glob("*.xml")):
+        (schemas / f.name).symlink_to(f)
+    logdir = tmp_path / "rsv"
+    logdir.mkdir()
+    env = {k2: v for k2, v in os.environ.items() if k2 not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    r = subprocess.run([rsv, "-r", k.url, "-u", ADMIN[0], "-p", ADMIN[1], "--authtype", "Session",
+                        "--schema_directory", str(schemas), "--skipschema", "--logdir", str(logdir), "--timeout", "30"],
+                       cwd=logdir, env=env, capture_output=True, text=True, timeout=300)
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+    lines = text.splitlines()
+    table = None
+    for i, line in enumerate(lines):
+        if re.search(r"\|\s*PASS\s*\|\s*WARN\s*\|\s*FAIL\s*\|", line) and i + 2 < len(lines):
+            nums = [c.strip() for c in lines[i + 2].strip().strip("|").split("|")]
+            if len(nums) == 4 and all(n.isdigit() for n in nums):
+                table = dict(zip(("PASS", "WARN", "FAIL", "NOT TESTED"), map(int, nums)))
+    errors = []
+    for log in logdir.glob("*/RedfishServiceValidatorDebug_*.log"):
+        errors += [l for l in log.read_text(errors="replace").splitlines() if " - ERROR - " in l]
+    assert table is not None, text[-3000:] + r.stderr[-2000:]
+    assert table["FAIL"] == 0, "\n".join(errors)
+    assert r.returncode == 0, "\n".join(errors)

@@ -82,6 +82,7 @@ types! {
     STORAGE = RfType::new("Storage", "v1_21_0");
     STORAGE_COLLECTION = RfType::collection("StorageCollection");
     DRIVE = RfType::new("Drive", "v1_22_0");
+    DRIVE_COLLECTION = RfType::collection("DriveCollection");
     VOLUME = RfType::new("Volume", "v1_10_2");
     VOLUME_COLLECTION = RfType::collection("VolumeCollection");
 }

@@ -1,6 +1,6 @@
 //! Storage, Drives and Volumes of the system (from `inventory::storage`).
 
-use super::systems::SYSTEM;
+use super::systems::{CHASSIS, SYSTEM};
 use super::{collection, link, Req, Tree};
 use crate::inventory::storage::{Controller, Drive};
 use crate::messages::{RfError, RfResult};
@@ -13,7 +13,9 @@ const SYS_PATTERN: &str = "/redfish/v1/Systems/{ComputerSystemId}/Storage";
 pub fn register(t: &mut Tree) {
     t.add(Tree::route(SYS_PATTERN, "StorageCollection", Some(types::STORAGE_COLLECTION)).get(LOGIN, storage_list));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}", "Storage", Some(types::STORAGE)).get(LOGIN, storage));
-    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Drives/{DriveId}", "Drive", Some(types::DRIVE)).get(LOGIN, drive));
+    // Drives live under the chassis (the Storage-relative URI is deprecated in Drive v1.x).
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives", "DriveCollection", Some(types::DRIVE_COLLECTION)).get(LOGIN, drive_list));
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives/{DriveId}", "Drive", Some(types::DRIVE)).get(LOGIN, drive));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Volumes", "VolumeCollection", Some(types::VOLUME_COLLECTION)).get(LOGIN, volumes));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Volumes/{VolumeId}", "Volume", Some(types::VOLUME)).get(LOGIN, volume));
 }
@@ -36,6 +38,10 @@ fn with_ctrl<T>(r: &Req, f: impl FnOnce(&Controller) -> RfResult<T>) -> RfResult
     f(c)
 }
 
+fn drive_uri(d: &Drive) -> String {
+    format!("{CHASSIS}/Drives/{}", d.id)
+}
+
 fn health(d: &Drive) -> &'static str {
     if d.smart.as_ref().is_some_and(|s| s.failing) {
         "Critical"
@@ -53,7 +59,7 @@ async fn storage_list(r: Req) -> RfResult<Value> {
 async fn storage(r: Req) -> RfResult<Value> {
     with_ctrl(&r, |c| {
         let uri = format!("{}/{}", base(), c.id);
-        let drives: Vec<Value> = c.drives.iter().map(|d| link(format!("{uri}/Drives/{}", d.id))).collect();
+        let drives: Vec<Value> = c.drives.iter().map(|d| link(drive_uri(d))).collect();
         let rollup = if c.drives.iter().any(|d| health(d) == "Critical") { "Critical" } else { "OK" };
         let what = match c.kind {
             crate::inventory::storage::Kind::NVMe => "NVMe controller",
@@ -81,11 +87,27 @@ async fn storage(r: Req) -> RfResult<Value> {
     })
 }
 
+async fn drive_list(r: Req) -> RfResult<Value> {
+    if r.param(0) != "chassis" {
+        return Err(RfError::resource_not_found("Chassis", r.param(0)));
+    }
+    let inv = r.keel.inventory();
+    Ok(collection("Drive Collection", inv.storage.iter().flat_map(|c| c.drives.iter().map(drive_uri))))
+}
+
 async fn drive(r: Req) -> RfResult<Value> {
-    with_ctrl(&r, |c| {
-        let id = r.param(2);
-        let d = c.drives.iter().find(|d| d.id == id).ok_or_else(|| RfError::resource_not_found("Drive", id))?;
-        let uri = format!("{}/{}/Drives/{}", base(), c.id, d.id);
+    if r.param(0) != "chassis" {
+        return Err(RfError::resource_not_found("Chassis", r.param(0)));
+    }
+    let inv = r.keel.inventory();
+    let id = r.param(1);
+    let (c, d) = inv
+        .storage
+        .iter()
+        .find_map(|c| c.drives.iter().find(|d| d.id == id).map(|d| (c, d)))
+        .ok_or_else(|| RfError::resource_not_found("Drive", id))?;
+    {
+        let uri = drive_uri(d);
         let mut v = json!({
             "Id": d.id,
             "Name": format!("Drive {}", d.id),
@@ -121,11 +143,13 @@ async fn drive(r: Req) -> RfResult<Value> {
             }
         }
         let vols: Vec<Value> = c.volumes.iter().filter(|x| x.drives.contains(&d.id)).map(|x| link(format!("{}/{}/Volumes/{}", base(), c.id, x.id))).collect();
+        v["Links"] = json!({ "Storage": link(format!("{}/{}", base(), c.id)) });
         if !vols.is_empty() {
-            v["Links"] = json!({ "Volumes@odata.count": vols.len(), "Volumes": vols });
+            v["Links"]["Volumes@odata.count"] = json!(vols.len());
+            v["Links"]["Volumes"] = json!(vols);
         }
         Ok(v)
-    })
+    }
 }
 
 async fn volumes(r: Req) -> RfResult<Value> {
@@ -136,7 +160,7 @@ async fn volume(r: Req) -> RfResult<Value> {
     with_ctrl(&r, |c| {
         let id = r.param(2);
         let x = c.volumes.iter().find(|v| v.id == id).ok_or_else(|| RfError::resource_not_found("Volume", id))?;
-        let drives: Vec<Value> = x.drives.iter().map(|d| link(format!("{}/{}/Drives/{d}", base(), c.id))).collect();
+        let drives: Vec<Value> = x.drives.iter().map(|d| link(format!("{CHASSIS}/Drives/{d}"))).collect();
         let mut v = json!({
             "Id": x.id,
             "Name": format!("{} volume {}", x.luks, x.dm_name),

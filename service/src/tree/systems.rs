@@ -198,6 +198,7 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "ChassisType": chassis_type(&r),
         "Status": { "State": "Enabled", "Health": "OK" },
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
+        "Drives": link(format!("{CHASSIS}/Drives")),
     });
     for (prop, field) in [("Manufacturer", "chassis_vendor"), ("SerialNumber", "chassis_serial"), ("AssetTag", "chassis_asset_tag")] {
         if let Some(x) = dmi(&r, field) {
