@@ -342,6 +342,17 @@ def test_device_vanishing_mid_read(keeld_factory, tmp_path):
     assert get(k, s, DRV + "/nvme3")["Model"] == "SAMSUNG MZQL23T8HCLS-00A07"
     r = s.get(k.url + "/redfish/v1/Systems/system?$expand=.($levels=3)")
     assert r.status_code == 200
+def test_recording_this_machine_serves_the_same_storage(keeld, keeld_factory, tmp_path):
+    rec = tmp_path / "recorded"
+    out = subprocess.run([KEELD, "host", "record", str(rec)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    replay = keeld_factory("--host-root", str(rec))
+    for path in (STO + "?$expand=.($levels=2)", DRV + "?$expand=."):
+        live = get(keeld, keeld.admin(), path)
+        recorded = get(replay, replay.admin(), path)
+        assert live == recorded, path
+
+
 # ----------------------------------------------------------------------------- Service Validator
 
 def validator():
@@ -351,14 +362,18 @@ def validator():
     return None
 
 
-@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server])
+@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server, None],
+                         ids=["nvme_sas_server", "edge_box", "failing_server", "live"])
 def test_service_validator_on_storage_fixtures(maker, keeld_factory, tmp_path):
     rsv = validator()
     if not rsv:
         pytest.skip("rf_service_validator is not installed")
-    root = tmp_path / "host"
-    maker(root)
-    k = keeld_factory("--host-root", str(root))
+    if maker is None:
+        k = keeld_factory()
+    else:
+        root = tmp_path / "host"
+        maker(root)
+        k = keeld_factory("--host-root", str(root))
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     for f in list((SHARED / "redfish-schemas/csdl").glob("*.xml")) + list((ROOT / "schemas").glob("*.xml")):

@@ -451,8 +451,10 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
             (kind, driver)
         };
         let dev = format!("/sys/block/{disk}/device");
-        let vendor = host.attr(&format!("{dev}/vendor"));
-        let model = host.attr(&format!("{dev}/model"));
+        // A virtio device's `vendor`/`device` are PCI-style ids, not names.
+        let virtio = kind == Kind::Virtio;
+        let vendor = host.attr(&format!("{dev}/vendor")).filter(|_| !virtio);
+        let model = if virtio { Some("Virtio Block Device".to_string()) } else { host.attr(&format!("{dev}/model")) };
         let mut d = Drive {
             id: disk.clone(),
             manufacturer: vendor
@@ -461,13 +463,16 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
                 .map(|v| manufacturer_from_model(&v).unwrap_or(v))
                 .or_else(|| model.as_deref().and_then(manufacturer_from_model)),
             model,
-            serial: host.attr(&format!("{dev}/serial")).or_else(|| vpd_serial(host, &format!("{dev}/vpd_pg80"))),
+            serial: host
+                .attr(&format!("{dev}/serial"))
+                .or_else(|| vpd_serial(host, &format!("{dev}/vpd_pg80")))
+                .or_else(|| host.attr(&format!("/sys/block/{disk}/serial"))),
             revision: host.attr(&format!("{dev}/rev")).or_else(|| host.attr(&format!("{dev}/firmware_rev"))),
             protocol: kind.protocol(),
             ..Default::default()
         };
         block_facts(host, disk, &mut d);
-        if d.capacity_bytes.is_none() && d.model.is_none() && d.serial.is_none() {
+        if d.capacity_bytes.is_none() && d.serial.is_none() && (virtio || d.model.is_none()) {
             log::warn!("block device {disk} vanished or shows nothing: not listed");
             continue;
         }
