@@ -96,6 +96,12 @@ types! {
     FAN_COLLECTION = RfType::collection("FanCollection");
     SOFTWARE_INVENTORY = RfType::new("SoftwareInventory", "v1_13_0");
     SOFTWARE_INVENTORY_COLLECTION = RfType::collection("SoftwareInventoryCollection");
+    STORAGE = RfType::new("Storage", "v1_21_0");
+    STORAGE_COLLECTION = RfType::collection("StorageCollection");
+    DRIVE = RfType::new("Drive", "v1_22_0");
+    DRIVE_COLLECTION = RfType::collection("DriveCollection");
+    VOLUME = RfType::new("Volume", "v1_10_2");
+    VOLUME_COLLECTION = RfType::collection("VolumeCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

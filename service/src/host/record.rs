@@ -77,21 +77,25 @@ fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: usize) -> io::Result
 /// Record `host` (normally the live machine) into `dir`; returns how many files and commands.
 pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
     fs::create_dir_all(dir)?;
-    for c in FILES {
-        let src = host.path(c.path);
+    let dynamic = crate::inventory::storage::captures(host);
+    for (path, depth, follow) in FILES.iter().map(|c| (c.path, c.depth, c.follow)).chain(dynamic.iter().map(|(p, d)| (p.as_str(), *d, 1))) {
+        let src = host.path(path);
         if fs::symlink_metadata(&src).is_err() {
             continue;
         }
-        let dst = dir.join(c.path.trim_start_matches('/'));
+        let dst = dir.join(path.trim_start_matches('/'));
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
         }
-        let _ = copy_entry(&src, &dst, c.depth, c.follow);
+        let _ = copy_entry(&src, &dst, depth, follow);
     }
     let cmd_dir = dir.join(COMMANDS_DIR);
     fs::create_dir_all(&cmd_dir)?;
     let mut commands = 0;
-    for (prog, args) in COMMANDS {
+    let dynamic = crate::inventory::storage::commands(host);
+    let dynamic = dynamic.iter().map(|(p, a)| (p.as_str(), a.iter().map(String::as_str).collect::<Vec<_>>()));
+    for (prog, args) in COMMANDS.iter().map(|(p, a)| (*p, a.to_vec())).chain(dynamic) {
+        let (prog, args) = (&prog, &args[..]);
         let out: CmdOutput = host.run(prog, args);
         fs::write(cmd_dir.join(command_key(prog, args)), serde_json::to_vec_pretty(&out)?)?;
         commands += 1;

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod pci;
 pub mod smbios;
 pub mod software;
+pub mod storage;
 
 use crate::host::Host;
 use serde::Serialize;
@@ -34,6 +35,7 @@ pub struct Inventory {
     pub firmware: Vec<software::Component>,
     pub sensors: Vec<hwmon::Sensor>,
     pub pci: Vec<pci::Device>,
+    pub storage: Vec<storage::Controller>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -95,6 +97,11 @@ impl Inventory {
         for d in &self.pci {
             m.insert(format!("{ch}/PCIeDevices/{}", d.id), "PCIeDevice");
         }
+        for c in &self.storage {
+            for d in &c.drives {
+                m.insert(format!("{ch}/Drives/{}", d.id), "Drive");
+            }
+        }
         m
     }
 
@@ -109,6 +116,7 @@ impl Inventory {
             firmware: software::firmware(host),
             sensors: hwmon::sensors(host),
             pci: pci::devices(host, &pci::PciIds::load(host)),
+            storage: storage::controllers(host, true),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod registries;
 pub mod root;
 pub mod sensors;
 pub mod sessions;
+pub mod storage;
 pub mod systems;
 pub mod update;
 
@@ -282,6 +283,7 @@ impl Tree {
         sensors::register(&mut t);
         logs::register(&mut t);
         pcie::register(&mut t);
+        storage::register(&mut t);
         t
     }
 }

@@ -61,6 +61,7 @@ async fn system(r: Req) -> RfResult<Value> {
         "Processors": link(format!("{SYSTEM}/Processors")),
         "Memory": link(format!("{SYSTEM}/Memory")),
         "LogServices": link(format!("{SYSTEM}/LogServices")),
+        "Storage": link(format!("{SYSTEM}/Storage")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
@@ -200,6 +201,7 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
         "Sensors": link(format!("{CHASSIS}/Sensors")),
         "PCIeDevices": link(format!("{CHASSIS}/PCIeDevices")),
+        "Drives": link(format!("{CHASSIS}/Drives")),
     });
     if super::sensors::has_thermal(&r.keel.inventory().sensors) {
         v["ThermalSubsystem"] = link(format!("{CHASSIS}/ThermalSubsystem"));

@@ -1,0 +1,589 @@
+//! Storage inventory: block devices from /sys/block grouped by the controller they hang off
+//! (NVMe controllers, the AHCI/SAS HBA a disk's `device` path leads to, virtio-blk), SMART data
+//! from `smartctl --json=c -a`, and dm-crypt (LUKS) volumes.
+
+use crate::host::Host;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub enum Kind {
+    NVMe,
+    SATA,
+    SAS,
+    Virtio,
+    Other,
+}
+
+impl Kind {
+    /// The Storage Id prefix.
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::NVMe => "NVMe",
+            Kind::SATA => "SATA",
+            Kind::SAS => "SAS",
+            Kind::Virtio => "virtio",
+            Kind::Other => "Storage",
+        }
+    }
+    /// The Redfish Protocol of the controller's drives (none fits virtio-blk).
+    pub fn protocol(self) -> Option<&'static str> {
+        match self {
+            Kind::NVMe => Some("NVMe"),
+            Kind::SATA => Some("SATA"),
+            Kind::SAS => Some("SAS"),
+            Kind::Virtio | Kind::Other => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Controller {
+    /// Storage Id: `NVMe0`, `SATA0`, `SAS0`, `virtio0`.
+    pub id: String,
+    pub kind: Kind,
+    /// The kernel driver (`nvme`, `ahci`, `mpt3sas`, `virtio_blk`…).
+    pub driver: Option<String>,
+    /// PCI address of the controller, when it is a PCI device.
+    pub pci: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub firmware: Option<String>,
+    pub drives: Vec<Drive>,
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Drive {
+    /// Drive Id: the kernel name (`nvme0`, `sda`, `vda`).
+    pub id: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub revision: Option<String>,
+    pub capacity_bytes: Option<u64>,
+    pub block_size: Option<u64>,
+    pub physical_block_size: Option<u64>,
+    /// `HDD` or `SSD`.
+    pub media_type: Option<&'static str>,
+    pub protocol: Option<&'static str>,
+    pub rotation_rpm: Option<u64>,
+    /// What smartctl said; `None` when it was not asked (virtio) or gave nothing usable.
+    pub smart: Option<Smart>,
+    /// Why SMART data is missing, when it was asked for.
+    pub smart_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Smart {
+    pub failing: bool,
+    /// What fails, in words (attribute names, NVMe critical warnings…).
+    pub failures: Vec<String>,
+    pub life_left_percent: Option<u64>,
+    pub temperature_c: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Volume {
+    pub id: String,
+    pub dm_name: String,
+    pub capacity_bytes: Option<u64>,
+    /// `LUKS1` or `LUKS2`.
+    pub luks: String,
+    /// Drive Ids (within the same Storage) the volume lives on.
+    pub drives: Vec<String>,
+}
+
+// ---------------------------------------------------------------- smartctl JSON (7.x)
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SmartJson {
+    smartctl: Option<SmartctlInfo>,
+    device: Option<DeviceJson>,
+    model_name: Option<String>,
+    scsi_vendor: Option<String>,
+    scsi_product: Option<String>,
+    scsi_revision: Option<String>,
+    serial_number: Option<String>,
+    firmware_version: Option<String>,
+    user_capacity: Option<Capacity>,
+    logical_block_size: Option<u64>,
+    physical_block_size: Option<u64>,
+    rotation_rate: Option<u64>,
+    smart_status: Option<SmartStatus>,
+    temperature: Option<Temperature>,
+    nvme_smart_health_information_log: Option<NvmeHealth>,
+    ata_smart_attributes: Option<AtaAttributes>,
+    scsi_percentage_used_endurance_indicator: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SmartctlInfo {
+    exit_status: Option<i32>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DeviceJson {
+    protocol: Option<String>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Capacity {
+    bytes: Option<u64>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SmartStatus {
+    passed: Option<bool>,
+    scsi: Option<ScsiStatus>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ScsiStatus {
+    ie_string: Option<String>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Temperature {
+    current: Option<i64>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NvmeHealth {
+    critical_warning: Option<u64>,
+    temperature: Option<i64>,
+    percentage_used: Option<u64>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AtaAttributes {
+    table: Vec<AtaAttribute>,
+}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AtaAttribute {
+    id: u32,
+    name: String,
+    value: Option<u64>,
+    thresh: Option<u64>,
+    when_failed: String,
+}
+
+/// What smartctl printed, parsed; `Err` says why nothing is usable.
+fn parse_smartctl(status: i32, stdout: &str) -> Result<(SmartJson, Smart), String> {
+    let j: SmartJson = match serde_json::from_str(stdout) {
+        Ok(j) => j,
+        Err(_) if status < 0 => return Err("smartctl is not available".into()),
+        Err(e) => return Err(format!("smartctl exited with status {status} without readable JSON ({e})")),
+    };
+    let status = j.smartctl.as_ref().and_then(|s| s.exit_status).unwrap_or(status);
+    // Bits 0-2: the command line, the device open or a SMART command failed: nothing to trust.
+    if status < 0 || status & 0b11 != 0 {
+        return Err(format!("smartctl could not read the device (exit status {status})"));
+    }
+    if j.smart_status.is_none() && j.nvme_smart_health_information_log.is_none() && j.ata_smart_attributes.is_none() {
+        return Err(format!("smartctl reported no SMART data (exit status {status})"));
+    }
+    let mut s = Smart::default();
+    if let Some(h) = &j.nvme_smart_health_information_log {
+        let cw = h.critical_warning.unwrap_or(0);
+        for (bit, what) in [
+            (0x01, "available spare below threshold"),
+            (0x02, "temperature outside its threshold"),
+            (0x04, "NVM subsystem reliability degraded"),
+            (0x08, "media placed in read-only mode"),
+            (0x10, "volatile memory backup device failed"),
+            (0x20, "persistent memory region read-only"),
+        ] {
+            if cw & bit != 0 {
+                s.failures.push(format!("NVMe critical warning 0x{bit:02x}: {what}"));
+            }
+        }
+        s.life_left_percent = h.percentage_used.map(|u| 100 - u.min(100));
+        s.temperature_c = h.temperature;
+    }
+    if let Some(a) = &j.ata_smart_attributes {
+        for at in &a.table {
+            if at.when_failed == "now" {
+                s.failures.push(format!(
+                    "SMART attribute {} {} failing now (normalized value {} at or below threshold {})",
+                    at.id,
+                    at.name,
+                    at.value.map_or("?".into(), |v| v.to_string()),
+                    at.thresh.map_or("?".into(), |v| v.to_string())
+                ));
+            }
+        }
+        // Wear indicators whose normalized value counts down from 100.
+        for id in [231, 233, 177, 202, 169] {
+            if let Some(v) = a.table.iter().find(|x| x.id == id).and_then(|x| x.value) {
+                s.life_left_percent = Some(v.min(100));
+                break;
+            }
+        }
+    }
+    if let Some(u) = j.scsi_percentage_used_endurance_indicator {
+        s.life_left_percent = Some(100 - u.min(100));
+    }
+    if s.temperature_c.is_none() {
+        s.temperature_c = j.temperature.as_ref().and_then(|t| t.current);
+    }
+    let passed = j.smart_status.as_ref().and_then(|x| x.passed);
+    if passed == Some(false) || status & 0b1000 != 0 {
+        if s.failures.is_empty() {
+            let why = j.smart_status.as_ref().and_then(|x| x.scsi.as_ref()).and_then(|x| x.ie_string.clone());
+            s.failures.push(match why {
+                Some(w) => format!("SMART health status: FAILED ({w})"),
+                None => "SMART overall-health self-assessment: FAILED".into(),
+            });
+        }
+    }
+    s.failing = !s.failures.is_empty();
+    Ok((j, s))
+}
+
+// ---------------------------------------------------------------- sysfs
+
+/// A sysfs link's target made absolute (lexically; sysfs targets are relative, `..`-style).
+fn resolve(host: &Host, path: &str) -> String {
+    let Some(target) = host.link(path) else { return path.to_string() };
+    let target = target.to_string_lossy().into_owned();
+    let mut parts: Vec<&str> = if target.starts_with('/') { vec![] } else { path.split('/').filter(|s| !s.is_empty()).collect() };
+    if !target.starts_with('/') {
+        parts.pop();
+    }
+    for p in target.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            x => parts.push(x),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn is_pci_addr(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.' && s.chars().enumerate().all(|(i, c)| [4, 7, 10].contains(&i) || c.is_ascii_hexdigit())
+}
+
+fn link_name(host: &Host, path: &str) -> Option<String> {
+    host.link(path).and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+fn num(host: &Host, path: &str) -> Option<u64> {
+    host.attr(path).and_then(|v| v.parse().ok())
+}
+
+/// Names of whole disks keeld reports (not loop, ram, zram, dm, md, optical or nbd devices).
+fn disks(host: &Host) -> Vec<String> {
+    host.list("/sys/block")
+        .into_iter()
+        .filter(|n| !["loop", "ram", "zram", "dm-", "md", "sr", "nbd", "fd"].iter().any(|p| n.starts_with(p)))
+        .collect()
+}
+
+/// `nvme0n1` -> `nvme0` (also the multipath-hidden `nvme0c0n1`).
+fn nvme_ctrl(disk: &str) -> Option<String> {
+    let rest = disk.strip_prefix("nvme")?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    (!digits.is_empty()).then(|| format!("nvme{digits}"))
+}
+
+fn manufacturer_from_model(model: &str) -> Option<String> {
+    let m = model.to_ascii_uppercase();
+    let known: &[(&str, &str)] = &[
+        ("SAMSUNG", "Samsung"),
+        ("MZ", "Samsung"),
+        ("MICRON", "Micron"),
+        ("MTFD", "Micron"),
+        ("CT", "Crucial"),
+        ("INTEL", "Intel"),
+        ("SSDPE", "Intel"),
+        ("SOLIDIGM", "Solidigm"),
+        ("KIOXIA", "KIOXIA"),
+        ("TOSHIBA", "Toshiba"),
+        ("WDC", "Western Digital"),
+        ("WD", "Western Digital"),
+        ("ST", "Seagate"),
+        ("SEAGATE", "Seagate"),
+        ("HGST", "HGST"),
+        ("KINGSTON", "Kingston"),
+        ("SK HYNIX", "SK hynix"),
+        ("HFS", "SK hynix"),
+    ];
+    known.iter().find(|(p, _)| m.starts_with(p)).map(|(_, n)| n.to_string())
+}
+
+/// The serial number in a SCSI VPD page 0x80 (unit serial number): a 4-byte header, then ASCII.
+fn vpd_serial(host: &Host, path: &str) -> Option<String> {
+    let b = host.read_bytes(path).ok()?;
+    let len = *b.get(3)? as usize;
+    let s = String::from_utf8_lossy(b.get(4..(4 + len).min(b.len()))?).trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// One drive's SMART data (live or replayed); fills what sysfs did not say.
+fn add_smart(host: &Host, d: &mut Drive, dev: &str) {
+    let out = host.run("smartctl", &["--json=c", "-a", dev]);
+    match parse_smartctl(out.status, &out.stdout) {
+        Ok((j, s)) => {
+            // sysfs truncates ATA model (16) and firmware (4) strings: smartctl has them whole.
+            d.model = j.model_name.clone().or(d.model.take()).or_else(|| j.scsi_product.clone());
+            if d.manufacturer.is_none() {
+                d.manufacturer = j.scsi_vendor.clone().filter(|v| v != "ATA").or_else(|| d.model.as_deref().and_then(manufacturer_from_model));
+            }
+            d.serial = j.serial_number.clone().or(d.serial.take());
+            d.revision = j.firmware_version.clone().or(d.revision.take()).or(j.scsi_revision.clone());
+            d.capacity_bytes = d.capacity_bytes.or(j.user_capacity.as_ref().and_then(|c| c.bytes));
+            d.block_size = d.block_size.or(j.logical_block_size);
+            d.physical_block_size = d.physical_block_size.or(j.physical_block_size);
+            match j.rotation_rate {
+                Some(r) if r > 1 => {
+                    d.rotation_rpm = Some(r);
+                    d.media_type = Some("HDD");
+                }
+                Some(0) | Some(1) => d.media_type = Some("SSD"),
+                _ => {}
+            }
+            // A SATA disk behind a SAS HBA speaks SATA.
+            if d.protocol == Some("SAS") && j.device.as_ref().and_then(|x| x.protocol.as_deref()) == Some("ATA") {
+                d.protocol = Some("SATA");
+            }
+            if s.failing {
+                log::warn!("drive {}: SMART reports failure: {}", d.id, s.failures.join("; "));
+            }
+            d.smart = Some(s);
+        }
+        Err(e) => {
+            log::warn!("drive {}: no SMART data: {e}", d.id);
+            d.smart_error = Some(e);
+        }
+    }
+}
+
+/// The block-device facts of one disk (`sda`, `nvme0n1`).
+fn block_facts(host: &Host, disk: &str, d: &mut Drive) {
+    let b = format!("/sys/block/{disk}");
+    d.capacity_bytes = num(host, &format!("{b}/size")).map(|s| s * 512).filter(|s| *s > 0);
+    d.block_size = num(host, &format!("{b}/queue/logical_block_size"));
+    d.physical_block_size = num(host, &format!("{b}/queue/physical_block_size"));
+    d.media_type = match host.attr(&format!("{b}/queue/rotational")).as_deref() {
+        Some("1") => Some("HDD"),
+        Some("0") => Some("SSD"),
+        _ => None,
+    };
+}
+
+/// Build the storage inventory. `smart` runs (or replays) smartctl for each drive.
+pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
+    let mut out: Vec<Controller> = vec![];
+    let all = disks(host);
+    // NVMe: one Storage per controller; its namespaces are one drive.
+    let mut nvme: Vec<String> = host.list("/sys/class/nvme");
+    for d in &all {
+        if let Some(c) = nvme_ctrl(d) {
+            if !nvme.contains(&c) {
+                nvme.push(c);
+            }
+        }
+    }
+    nvme.sort_by_key(|c| c[4..].parse::<u64>().unwrap_or(u64::MAX));
+    for c in nvme {
+        let cp = format!("/sys/class/nvme/{c}");
+        let namespaces: Vec<&String> = all.iter().filter(|d| nvme_ctrl(d).as_deref() == Some(c.as_str()) && !d[c.len()..].starts_with('c')).collect();
+        let model = host.attr(&format!("{cp}/model"));
+        let mut drive = Drive {
+            id: c.clone(),
+            manufacturer: model.as_deref().and_then(manufacturer_from_model),
+            model: model.clone(),
+            serial: host.attr(&format!("{cp}/serial")),
+            revision: host.attr(&format!("{cp}/firmware_rev")),
+            protocol: Some("NVMe"),
+            ..Default::default()
+        };
+        if let Some(ns) = namespaces.first() {
+            block_facts(host, ns, &mut drive);
+            drive.media_type = Some("SSD");
+            let total: u64 = namespaces.iter().filter_map(|n| num(host, &format!("/sys/block/{n}/size"))).sum::<u64>() * 512;
+            drive.capacity_bytes = (total > 0).then_some(total);
+        }
+        if namespaces.is_empty() && model.is_none() {
+            continue;
+        }
+        if smart {
+            add_smart(host, &mut drive, &format!("/dev/{c}"));
+        }
+        let pci = resolve(host, &format!("{cp}/device")).rsplit('/').next().filter(|s| is_pci_addr(s)).map(String::from);
+        out.push(Controller {
+            id: format!("NVMe{}", &c[4..]),
+            kind: Kind::NVMe,
+            driver: Some("nvme".into()),
+            pci,
+            model,
+            serial: drive.serial.clone(),
+            firmware: drive.revision.clone(),
+            drives: vec![drive],
+            volumes: vec![],
+        });
+    }
+    // Everything else: grouped by the PCI device (or virtio device) the disk hangs off.
+    let mut others: Vec<Controller> = vec![];
+    for disk in all.iter().filter(|d| nvme_ctrl(d).is_none()) {
+        let real = resolve(host, &format!("/sys/block/{disk}"));
+        let parts: Vec<&str> = real.split('/').collect();
+        let pci_idx = parts.iter().rposition(|p| is_pci_addr(p));
+        let virtio_idx = parts.iter().position(|p| p.starts_with("virtio") && p[6..].chars().all(|c| c.is_ascii_digit()) && p.len() > 6);
+        let pci = pci_idx.map(|i| parts[i].to_string());
+        let (kind, driver) = if let Some(i) = virtio_idx {
+            (Kind::Virtio, link_name(host, &format!("{}/driver", parts[..=i].join("/"))).or(Some("virtio_blk".into())))
+        } else {
+            let driver = pci_idx.and_then(|i| link_name(host, &format!("{}/driver", parts[..=i].join("/"))));
+            let kind = match driver.as_deref() {
+                Some("ahci" | "ata_piix" | "sata_nv" | "sata_sil24" | "sata_via" | "pata_acpi") => Kind::SATA,
+                Some("mpt3sas" | "mpt2sas" | "megaraid_sas" | "smartpqi" | "hpsa" | "aacraid" | "mpi3mr" | "isci" | "pm80xx" | "mvsas") => Kind::SAS,
+                _ if real.contains("/ata") => Kind::SATA,
+                _ => Kind::Other,
+            };
+            (kind, driver)
+        };
+        let dev = format!("/sys/block/{disk}/device");
+        // A virtio device's `vendor`/`device` are PCI-style ids, not names.
+        let virtio = kind == Kind::Virtio;
+        let vendor = host.attr(&format!("{dev}/vendor")).filter(|_| !virtio);
+        let model = if virtio { Some("Virtio Block Device".to_string()) } else { host.attr(&format!("{dev}/model")) };
+        let mut d = Drive {
+            id: disk.clone(),
+            manufacturer: vendor
+                .clone()
+                .filter(|v| v != "ATA" && !v.is_empty())
+                .map(|v| manufacturer_from_model(&v).unwrap_or(v))
+                .or_else(|| model.as_deref().and_then(manufacturer_from_model)),
+            model,
+            serial: host
+                .attr(&format!("{dev}/serial"))
+                .or_else(|| vpd_serial(host, &format!("{dev}/vpd_pg80")))
+                .or_else(|| host.attr(&format!("/sys/block/{disk}/serial"))),
+            revision: host.attr(&format!("{dev}/rev")).or_else(|| host.attr(&format!("{dev}/firmware_rev"))),
+            protocol: kind.protocol(),
+            ..Default::default()
+        };
+        block_facts(host, disk, &mut d);
+        if d.capacity_bytes.is_none() && d.serial.is_none() && (virtio || d.model.is_none()) {
+            log::warn!("block device {disk} vanished or shows nothing: not listed");
+            continue;
+        }
+        if kind == Kind::Virtio {
+            // virtio-blk says nothing true about the media (rotational is 1 by default).
+            d.media_type = None;
+        } else if smart {
+            add_smart(host, &mut d, &format!("/dev/{disk}"));
+        }
+        let key = virtio_idx.map(|i| parts[..=i].join("/")).or_else(|| pci_idx.map(|i| parts[..=i].join("/"))).unwrap_or_default();
+        match others.iter_mut().find(|c| c.kind == kind && c.model.as_deref() == Some(key.as_str())) {
+            Some(c) => c.drives.push(d),
+            None => others.push(Controller { id: String::new(), kind, driver, pci, model: Some(key), serial: None, firmware: None, drives: vec![d], volumes: vec![] }),
+        }
+    }
+    others.sort_by(|a, b| (a.kind as u8, &a.model).cmp(&(b.kind as u8, &b.model)));
+    let mut counts = std::collections::HashMap::new();
+    for mut c in others {
+        let n = counts.entry(c.kind as u8).or_insert(0);
+        c.id = format!("{}{}", c.kind.prefix(), n);
+        *n += 1;
+        c.model = None; // the grouping key was a sysfs path, not a model
+        out.push(c);
+    }
+    add_volumes(host, &mut out);
+    out
+}
+
+/// dm-crypt (LUKS) mappings, attached to the Storage of the drive they live on.
+fn add_volumes(host: &Host, ctrls: &mut [Controller]) {
+    for dm in host.list("/sys/block").into_iter().filter(|n| n.starts_with("dm-")) {
+        let b = format!("/sys/block/{dm}");
+        let Some(uuid) = host.attr(&format!("{b}/dm/uuid")) else { continue };
+        let luks = match uuid.strip_prefix("CRYPT-") {
+            Some(r) if r.starts_with("LUKS1-") => "LUKS1",
+            Some(r) if r.starts_with("LUKS2-") => "LUKS2",
+            _ => continue,
+        };
+        let name = host.attr(&format!("{b}/dm/name")).unwrap_or_else(|| dm.clone());
+        for slave in host.list(&format!("{b}/slaves")) {
+            // The partition's disk: the one whose directory holds it (or the disk itself).
+            let disk = disks(host).into_iter().find(|d| *d == slave || host.path(&format!("/sys/block/{d}/{slave}")).exists());
+            let Some(disk) = disk else { continue };
+            let drive_id = nvme_ctrl(&disk).unwrap_or(disk);
+            if let Some(c) = ctrls.iter_mut().find(|c| c.drives.iter().any(|d| d.id == drive_id)) {
+                let id = if name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && name.len() <= 64 { name.clone() } else { dm.clone() };
+                if c.volumes.iter().any(|v| v.id == id) {
+                    continue;
+                }
+                c.volumes.push(Volume {
+                    id,
+                    dm_name: name.clone(),
+                    capacity_bytes: num(host, &format!("{b}/size")).map(|s| s * 512),
+                    luks: luks.into(),
+                    drives: vec![drive_id],
+                });
+            }
+        }
+    }
+}
+
+/// What `keeld host record` must capture for this module: sysfs directories (with the depth to
+/// follow) and the smartctl invocations.
+pub fn captures(host: &Host) -> Vec<(String, usize)> {
+    let mut v = vec![("/sys/block".to_string(), 1), ("/sys/class/nvme".to_string(), 1)];
+    for b in host.list("/sys/block") {
+        let real = resolve(host, &format!("/sys/block/{b}"));
+        v.push((real.clone(), 2));
+        v.push((resolve(host, &format!("{real}/device")), 1));
+        let parts: Vec<&str> = real.split('/').collect();
+        for (i, p) in parts.iter().enumerate() {
+            if is_pci_addr(p) || (p.starts_with("virtio") && p.len() > 6) {
+                v.push((parts[..=i].join("/"), 1));
+            }
+        }
+    }
+    for c in host.list("/sys/class/nvme") {
+        let real = resolve(host, &format!("/sys/class/nvme/{c}"));
+        v.push((real.clone(), 1));
+        v.push((resolve(host, &format!("{real}/device")), 1));
+    }
+    v
+}
+
+pub fn commands(host: &Host) -> Vec<(String, Vec<String>)> {
+    let mut devs: Vec<String> = host.list("/sys/class/nvme").into_iter().map(|c| format!("/dev/{c}")).collect();
+    devs.extend(disks(host).into_iter().filter(|d| nvme_ctrl(d).is_none() && !d.starts_with("vd")).map(|d| format!("/dev/{d}")));
+    devs.into_iter().map(|d| ("smartctl".to_string(), vec!["--json=c".into(), "-a".into(), d])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvme_names() {
+        assert_eq!(nvme_ctrl("nvme10n1").as_deref(), Some("nvme10"));
+        assert_eq!(nvme_ctrl("sda"), None);
+        assert!(is_pci_addr("0000:3b:00.0"));
+        assert!(!is_pci_addr("pci0000:00"));
+    }
+
+    #[test]
+    fn smartctl_nvme_and_failures() {
+        let (_, s) = parse_smartctl(0, r#"{"smartctl":{"exit_status":0},"smart_status":{"passed":true},"nvme_smart_health_information_log":{"critical_warning":0,"temperature":38,"percentage_used":3}}"#).unwrap();
+        assert_eq!((s.failing, s.life_left_percent, s.temperature_c), (false, Some(97), Some(38)));
+        let (_, s) = parse_smartctl(8, r#"{"smartctl":{"exit_status":8},"smart_status":{"passed":false},"ata_smart_attributes":{"table":[{"id":5,"name":"Reallocated_Sector_Ct","value":3,"thresh":10,"when_failed":"now"}]}}"#).unwrap();
+        assert!(s.failing);
+        assert!(s.failures[0].contains("Reallocated_Sector_Ct"), "{:?}", s.failures);
+        assert!(parse_smartctl(4, "garbage").is_err());
+        assert!(parse_smartctl(-1, "").is_err());
+        assert!(parse_smartctl(2, r#"{"smartctl":{"exit_status":2}}"#).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Storage, Drives and Volumes of the system (from `inventory::storage`).
+
+use super::systems::{CHASSIS, SYSTEM};
+use super::{collection, link, Req, Tree};
+use crate::inventory::storage::{Controller, Drive};
+use crate::messages::{RfError, RfResult};
+use crate::privilege::LOGIN;
+use crate::types;
+use serde_json::{json, Value};
+
+const SYS_PATTERN: &str = "/redfish/v1/Systems/{ComputerSystemId}/Storage";
+
+pub fn register(t: &mut Tree) {
+    t.add(Tree::route(SYS_PATTERN, "StorageCollection", Some(types::STORAGE_COLLECTION)).get(LOGIN, storage_list));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}", "Storage", Some(types::STORAGE)).get(LOGIN, storage));
+    // Drives live under the chassis (the Storage-relative URI is deprecated in Drive v1.x).
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives", "DriveCollection", Some(types::DRIVE_COLLECTION)).get(LOGIN, drive_list));
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives/{DriveId}", "Drive", Some(types::DRIVE)).get(LOGIN, drive));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Volumes", "VolumeCollection", Some(types::VOLUME_COLLECTION)).get(LOGIN, volumes));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Volumes/{VolumeId}", "Volume", Some(types::VOLUME)).get(LOGIN, volume));
+}
+
+fn base() -> String {
+    format!("{SYSTEM}/Storage")
+}
+
+fn check_system(r: &Req) -> RfResult<()> {
+    if r.param(0) != "system" {
+        return Err(RfError::resource_not_found("ComputerSystem", r.param(0)));
+    }
+    Ok(())
+}
+
+fn with_ctrl<T>(r: &Req, f: impl FnOnce(&Controller) -> RfResult<T>) -> RfResult<T> {
+    check_system(r)?;
+    let inv = r.keel.inventory();
+    let c = inv.storage.iter().find(|c| c.id == r.param(1)).ok_or_else(|| RfError::resource_not_found("Storage", r.param(1)))?;
+    f(c)
+}
+
+fn drive_uri(d: &Drive) -> String {
+    format!("{CHASSIS}/Drives/{}", d.id)
+}
+
+fn health(d: &Drive) -> &'static str {
+    if d.smart.as_ref().is_some_and(|s| s.failing) {
+        "Critical"
+    } else {
+        "OK"
+    }
+}
+
+async fn storage_list(r: Req) -> RfResult<Value> {
+    check_system(&r)?;
+    let inv = r.keel.inventory();
+    Ok(collection("Storage Collection", inv.storage.iter().map(|c| format!("{}/{}", base(), c.id))))
+}
+
+async fn storage(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| {
+        let uri = format!("{}/{}", base(), c.id);
+        let drives: Vec<Value> = c.drives.iter().map(|d| link(drive_uri(d))).collect();
+        let rollup = if c.drives.iter().any(|d| health(d) == "Critical") { "Critical" } else { "OK" };
+        let what = match c.kind {
+            crate::inventory::storage::Kind::NVMe => "NVMe controller",
+            crate::inventory::storage::Kind::SATA => "SATA (AHCI) controller",
+            crate::inventory::storage::Kind::SAS => "SAS host bus adapter",
+            crate::inventory::storage::Kind::Virtio => "virtio block device",
+            crate::inventory::storage::Kind::Other => "storage controller",
+        };
+        let mut desc = what.to_string();
+        if let Some(d) = &c.driver {
+            desc.push_str(&format!(", driver {d}"));
+        }
+        if let Some(p) = &c.pci {
+            desc.push_str(&format!(", PCI {p}"));
+        }
+        Ok(json!({
+            "Id": c.id,
+            "Name": format!("{} {}", what, c.id),
+            "Description": desc,
+            "Status": { "State": "Enabled", "Health": "OK", "HealthRollup": rollup },
+            "Drives@odata.count": drives.len(),
+            "Drives": drives,
+            "Volumes": link(format!("{uri}/Volumes")),
+        }))
+    })
+}
+
+async fn drive_list(r: Req) -> RfResult<Value> {
+    if r.param(0) != "chassis" {
+        return Err(RfError::resource_not_found("Chassis", r.param(0)));
+    }
+    let inv = r.keel.inventory();
+    Ok(collection("Drive Collection", inv.storage.iter().flat_map(|c| c.drives.iter().map(drive_uri))))
+}
+
+async fn drive(r: Req) -> RfResult<Value> {
+    if r.param(0) != "chassis" {
+        return Err(RfError::resource_not_found("Chassis", r.param(0)));
+    }
+    let inv = r.keel.inventory();
+    let id = r.param(1);
+    let (c, d) = inv
+        .storage
+        .iter()
+        .find_map(|c| c.drives.iter().find(|d| d.id == id).map(|d| (c, d)))
+        .ok_or_else(|| RfError::resource_not_found("Drive", id))?;
+    {
+        let uri = drive_uri(d);
+        let mut v = json!({
+            "Id": d.id,
+            "Name": format!("Drive {}", d.id),
+            "Status": { "State": "Enabled", "Health": health(d) },
+        });
+        let opt = |v: &mut Value, k: &str, x: Option<Value>| {
+            if let Some(x) = x {
+                v[k] = x;
+            }
+        };
+        opt(&mut v, "Manufacturer", d.manufacturer.clone().map(Value::from));
+        opt(&mut v, "Model", d.model.clone().map(Value::from));
+        opt(&mut v, "SerialNumber", d.serial.clone().map(Value::from));
+        opt(&mut v, "Revision", d.revision.clone().map(Value::from));
+        opt(&mut v, "CapacityBytes", d.capacity_bytes.map(Value::from));
+        opt(&mut v, "BlockSizeBytes", d.block_size.map(Value::from));
+        opt(&mut v, "MediaType", d.media_type.map(Value::from));
+        opt(&mut v, "Protocol", d.protocol.map(Value::from));
+        opt(&mut v, "RotationSpeedRPM", d.rotation_rpm.map(Value::from));
+        if let Some(s) = &d.smart {
+            v["FailurePredicted"] = json!(s.failing);
+            opt(&mut v, "PredictedMediaLifeLeftPercent", s.life_left_percent.map(Value::from));
+            if s.failing {
+                let location = format!("Storage {} drive {}", c.id, d.id);
+                v["Status"]["Conditions"] = json!([{
+                    "MessageId": "StorageDevice.1.5.DriveFailure",
+                    "MessageArgs": [location],
+                    "Message": format!("A failure condition for the drive located in '{location}' was detected. SMART: {}.", s.failures.join("; ")),
+                    "Severity": "Critical",
+                    "Resolution": "Back up the data on this drive and replace it.",
+                    "OriginOfCondition": link(uri.clone()),
+                }]);
+            }
+        }
+        let vols: Vec<Value> = c.volumes.iter().filter(|x| x.drives.contains(&d.id)).map(|x| link(format!("{}/{}/Volumes/{}", base(), c.id, x.id))).collect();
+        v["Links"] = json!({ "Storage": link(format!("{}/{}", base(), c.id)) });
+        if !vols.is_empty() {
+            v["Links"]["Volumes@odata.count"] = json!(vols.len());
+            v["Links"]["Volumes"] = json!(vols);
+        }
+        Ok(v)
+    }
+}
+
+async fn volumes(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| Ok(collection("Volume Collection", c.volumes.iter().map(|v| format!("{}/{}/Volumes/{}", base(), c.id, v.id)))))
+}
+
+async fn volume(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| {
+        let id = r.param(2);
+        let x = c.volumes.iter().find(|v| v.id == id).ok_or_else(|| RfError::resource_not_found("Volume", id))?;
+        let drives: Vec<Value> = x.drives.iter().map(|d| link(format!("{CHASSIS}/Drives/{d}"))).collect();
+        let mut v = json!({
+            "Id": x.id,
+            "Name": format!("{} volume {}", x.luks, x.dm_name),
+            "DisplayName": x.dm_name,
+            "Description": format!("dm-crypt mapping {} ({})", x.dm_name, x.luks),
+            "Status": { "State": "Enabled", "Health": "OK" },
+            "Encrypted": true,
+            "EncryptionTypes": ["SoftwareAssisted"],
+            "Links": { "Drives@odata.count": drives.len(), "Drives": drives },
+        });
+        if let Some(b) = x.capacity_bytes {
+            v["CapacityBytes"] = json!(b);
+        }
+        Ok(v)
+    })
+}
