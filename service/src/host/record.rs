@@ -25,10 +25,25 @@ pub const FILES: &[Capture] = &[
     Capture { path: "/sys/class/dmi/id", depth: 1 },
     Capture { path: "/sys/firmware/dmi/tables", depth: 1 },
     Capture { path: "/sys/devices/system/cpu", depth: 3 },
+    // Network (`*` is each entry of the directory; a NIC's `device` before the interface itself).
+    Capture { path: "/sys/class/net/*/device", depth: 1 },
+    Capture { path: "/sys/class/net/*", depth: 2 },
+    Capture { path: "/proc/net/vlan/config", depth: 0 },
+    Capture { path: "/proc/net/bonding", depth: 1 },
+    Capture { path: "/etc/resolv.conf", depth: 0 },
+    Capture { path: "/run/systemd/resolve/resolv.conf", depth: 0 },
+    Capture { path: "/run/systemd/netif/leases", depth: 1 },
+    Capture { path: "/usr/share/misc/pci.ids", depth: 0 },
+    Capture { path: "/usr/share/hwdata/pci.ids", depth: 0 },
 ];
 
 /// Commands whose output the inventory parses.
-pub const COMMANDS: &[(&str, &[&str])] = &[];
+pub const COMMANDS: &[(&str, &[&str])] = &[
+    ("ip", &["-details", "-json", "addr", "show"]),
+    ("ip", &["-json", "route", "show"]),
+    ("ip", &["-json", "-6", "route", "show"]),
+    ("networkctl", &["lldp", "--json=short"]),
+];
 
 /// Files larger than this are not inventory (and not recorded).
 const MAX_FILE: u64 = 4 << 20;
@@ -68,15 +83,22 @@ fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: bool) -> io::Result<
 pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
     fs::create_dir_all(dir)?;
     for c in FILES {
-        let src = host.path(c.path);
-        if fs::symlink_metadata(&src).is_err() {
-            continue;
+        // `/a/*/b` names `/a/<each entry>/b`.
+        let paths: Vec<String> = match c.path.split_once("/*") {
+            Some((dir, rest)) => host.list(dir).iter().map(|e| format!("{dir}/{e}{rest}")).collect(),
+            None => vec![c.path.to_string()],
+        };
+        for path in paths {
+            let src = host.path(&path);
+            if fs::symlink_metadata(&src).is_err() {
+                continue;
+            }
+            let dst = dir.join(path.trim_start_matches('/'));
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let _ = copy_entry(&src, &dst, c.depth, true);
         }
-        let dst = dir.join(c.path.trim_start_matches('/'));
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let _ = copy_entry(&src, &dst, c.depth, true);
     }
     let cmd_dir = dir.join(COMMANDS_DIR);
     fs::create_dir_all(&cmd_dir)?;

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod memory;
+pub mod network;
 pub mod smbios;
 
 use crate::host::Host;
@@ -26,6 +27,7 @@ pub struct Inventory {
     pub system: SystemInfo,
     pub processors: Vec<cpu::Processor>,
     pub memory: Vec<memory::Dimm>,
+    pub network: network::Network,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -76,6 +78,7 @@ impl Inventory {
             system: system_info(host, &tables),
             processors: cpu::processors(host, &tables),
             memory: memory::dimms(&tables),
+            network: network::read(host),
         }
     }
 }

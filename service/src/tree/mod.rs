@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod events;
 pub mod managers;
 pub mod metadata;
+pub mod network;
 pub mod registries;
 pub mod root;
 pub mod sessions;
@@ -274,6 +275,7 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        network::register(&mut t);
         t
     }
 }

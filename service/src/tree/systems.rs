@@ -60,6 +60,7 @@ async fn system(r: Req) -> RfResult<Value> {
         },
         "Processors": link(format!("{SYSTEM}/Processors")),
         "Memory": link(format!("{SYSTEM}/Memory")),
+        "EthernetInterfaces": link(format!("{SYSTEM}/EthernetInterfaces")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
@@ -195,6 +196,7 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Id": "chassis",
         "Name": "Keel host chassis",
         "ChassisType": chassis_type(&r),
+        "NetworkAdapters": link(format!("{CHASSIS}/NetworkAdapters")),
         "Status": { "State": "Enabled", "Health": "OK" },
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
