@@ -185,6 +185,7 @@ def make_server(root):
     record_command(root, *LLDP, json.dumps({"Neighbors": [
         {"InterfaceIndex": 2, "InterfaceName": "ens1f0np0", "Neighbors": [
             {"ChassisID": "7c:fe:90:12:34:56", "RawChassisID": [4, 124, 254, 144, 18, 52, 86], "PortID": "Ethernet1/17",
+             "RawPortID": [5, *b"Ethernet1/17"],
              "PortDescription": "rack12-node3 p0", "SystemName": "leaf-r12-a",
              "SystemDescription": "Cisco Nexus Operating System (NX-OS) Software 10.3(4a)", "EnabledCapabilities": 20}]},
         {"InterfaceIndex": 3, "InterfaceName": "ens1f1np1", "Neighbors": [
@@ -286,11 +287,14 @@ def test_bonded_server_adapters_ports_and_lldp(keeld_factory, tmp_path):
     assert p["Links"]["EthernetInterfaces"] == [{"@odata.id": EI + "/ens1f0np0"}]
     assert p["Ethernet"]["AssociatedMACAddresses"] == [P0_MAC.upper()]
     rx = p["Ethernet"]["LLDPReceive"]
-    assert rx == {"ChassisId": "7c:fe:90:12:34:56", "ChassisIdSubtype": "MacAddr", "PortId": "Ethernet1/17",
+    # Redfish wants the port ID as octets: "Ethernet1/17" (subtype 5, interface name).
+    eth117 = ":".join(f"{b:02X}" for b in b"Ethernet1/17")
+    assert rx == {"ChassisId": "7c:fe:90:12:34:56", "ChassisIdSubtype": "MacAddr", "PortId": eth117, "PortIdSubtype": "IfName",
                   "SystemName": "leaf-r12-a",
                   "SystemDescription": "Cisco Nexus Operating System (NX-OS) Software 10.3(4a)",
                   "SystemCapabilities": ["Bridge", "Router"]}
-    assert ports["ens1f1np1"]["Ethernet"]["LLDPReceive"]["SystemName"] == "leaf-r12-b"
+    rx1 = ports["ens1f1np1"]["Ethernet"]["LLDPReceive"]
+    assert rx1["SystemName"] == "leaf-r12-b" and rx1["PortId"] == eth117 and "PortIdSubtype" not in rx1
     assert s.get(k.url + NA + "/0000_3b_00/Ports/bond0").status_code == 404
     assert s.get(k.url + NA + "/nope").status_code == 404
 

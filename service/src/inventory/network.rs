@@ -92,6 +92,11 @@ pub struct Neighbor {
     pub system_name: Option<String>,
     pub system_description: Option<String>,
     pub capabilities: Option<u16>,
+    /// IEEE 802.1AB subtypes of the chassis and port IDs (the first byte of their raw TLVs).
+    pub chassis_subtype: Option<u8>,
+    pub port_subtype: Option<u8>,
+    /// The port ID's octets (without the subtype), as Redfish wants them: `45:74:68:…`.
+    pub port_id_hex: Option<String>,
 }
 
 /// One physical network adapter (a PCI device, all its functions), or a non-PCI NIC device.
@@ -309,6 +314,13 @@ pub fn lldp(host: &Host) -> BTreeMap<String, Vec<Neighbor>> {
                 system_name: s(n, "SystemName"),
                 system_description: s(n, "SystemDescription"),
                 capabilities: n.get("EnabledCapabilities").and_then(|x| x.as_u64()).map(|x| x as u16),
+                chassis_subtype: raw(n, "RawChassisID").and_then(|r| r.first().copied()),
+                port_subtype: raw(n, "RawPortID").and_then(|r| r.first().copied()),
+                port_id_hex: raw(n, "RawPortID")
+                    .filter(|r| r.len() > 1)
+                    .map(|r| r[1..].to_vec())
+                    .or_else(|| s(n, "PortID").map(|p| octets_of(&p)))
+                    .map(|b| b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(":")),
             })
             .collect();
         if !ns.is_empty() {
@@ -316,6 +328,22 @@ pub fn lldp(host: &Host) -> BTreeMap<String, Vec<Neighbor>> {
         }
     }
     m
+}
+
+/// A byte array member of a JSON object (systemd prints raw TLVs as arrays of numbers).
+fn raw(n: &serde_json::Value, k: &str) -> Option<Vec<u8>> {
+    n.get(k)?.as_array()?.iter().map(|x| x.as_u64().filter(|b| *b < 256).map(|b| b as u8)).collect()
+}
+
+/// The octets a port ID string stands for: a MAC address's six, else the text's own bytes.
+fn octets_of(id: &str) -> Vec<u8> {
+    let parts: Vec<&str> = id.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| p.len() == 2) {
+        if let Ok(b) = parts.iter().map(|p| u8::from_str_radix(p, 16)).collect::<Result<Vec<u8>, _>>() {
+            return b;
+        }
+    }
+    id.as_bytes().to_vec()
 }
 
 /// `/proc/net/vlan/config`: `name | id | parent` lines after two header lines.

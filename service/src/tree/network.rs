@@ -240,6 +240,10 @@ fn capabilities(bits: u16) -> Vec<&'static str> {
     if v.is_empty() { vec!["None"] } else { v }
 }
 
+/// IEEE 802.1AB chassis and port ID subtypes (by number) as Redfish `IEEE802IdSubtype`.
+const CHASSIS_SUBTYPES: [&str; 8] = ["", "ChassisComp", "IfAlias", "PortComp", "MacAddr", "NetworkAddr", "IfName", "LocalAssign"];
+const PORT_SUBTYPES: [&str; 8] = ["", "IfAlias", "PortComp", "MacAddr", "NetworkAddr", "IfName", "AgentId", "LocalAssign"];
+
 fn looks_like_mac(s: &str) -> bool {
     s.len() == 17 && s.split(':').count() == 6 && s.split(':').all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
@@ -286,12 +290,16 @@ async fn port(r: Req) -> RfResult<Value> {
         let mut rx = json!({});
         if let Some(c) = &n.chassis_id {
             rx["ChassisId"] = json!(c);
-            if looks_like_mac(c) {
-                rx["ChassisIdSubtype"] = json!("MacAddr");
+            let sub = n.chassis_subtype.and_then(|t| CHASSIS_SUBTYPES.get(t as usize).copied()).filter(|t| !t.is_empty());
+            if let Some(t) = sub.or_else(|| looks_like_mac(c).then_some("MacAddr")) {
+                rx["ChassisIdSubtype"] = json!(t);
             }
         }
-        if let Some(p) = &n.port_id {
+        if let Some(p) = &n.port_id_hex {
             rx["PortId"] = json!(p);
+        }
+        if let Some(t) = n.port_subtype.and_then(|t| PORT_SUBTYPES.get(t as usize).copied()).filter(|t| !t.is_empty()) {
+            rx["PortIdSubtype"] = json!(t);
         }
         if let Some(s) = &n.system_name {
             rx["SystemName"] = json!(s);
