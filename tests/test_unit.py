@@ -108,6 +108,51 @@ def test_no_notify_socket_is_harmless(tmp_path):
         _stop(proc)
 
 
+# Manager.Reset re-executes keeld in place (same PID). Under Type=notify systemd must see that as
+# a reload (RELOADING=1 ... READY=1). STOPPING=1 puts the unit in "deactivating (stop-sigterm)":
+# the re-executed keeld serves on, but systemd SIGKILLs it after TimeoutStopSec and restarts it
+# (seen with systemd 252 running units/keeld.service in a throwaway PID-1 namespace).
+
+@pytest.fixture(scope="module")
+def reset_notifications(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("reset-notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    proc, port = _start_with_notify(tmp_path, str(path))
+    try:
+        first = _receive_all(sock, proc, time.time() + 30, tmp_path)
+        r = requests.post(f"https://127.0.0.1:{port}/redfish/v1/Managers/keel/Actions/Manager.Reset",
+                          json={"ResetType": "GracefulRestart"}, auth=ADMIN, verify=False, timeout=30)
+        assert r.status_code in (200, 204), r.text
+        pid = proc.pid
+        after = _receive_all(sock, proc, time.time() + 30, tmp_path)
+        r = requests.get(f"https://127.0.0.1:{port}/redfish/v1", verify=False, timeout=10)
+        yield {"first": first, "after": after, "pid_kept": proc.poll() is None and proc.pid == pid,
+               "answers": r.status_code == 200}
+    finally:
+        _stop(proc)
+        sock.close()
+
+
+def test_reset_reexecs_and_is_ready_again(reset_notifications):
+    """After Manager.Reset the same process sends READY=1 again and serves."""
+    n = reset_notifications
+    assert n["pid_kept"]
+    assert any("READY=1" in m.splitlines() for m in n["after"]), n["after"]
+    assert n["answers"]
+
+
+@pytest.mark.xfail(reason="keeld sends STOPPING=1 before re-executing on Manager.Reset; systemd then "
+                          "kills the re-executed daemon after TimeoutStopSec (should be RELOADING=1 + "
+                          "MONOTONIC_USEC=, then READY=1)", strict=False)
+def test_reset_is_a_reload_for_systemd(reset_notifications):
+    msgs = [line for m in reset_notifications["after"] for line in m.splitlines()]
+    assert "STOPPING=1" not in msgs, msgs
+    assert "RELOADING=1" in msgs, msgs
+    assert msgs.index("RELOADING=1") < len(msgs) - 1 - msgs[::-1].index("READY=1")
+
+
 # ------------------------------------------------------------------ the unit file
 
 def parse_unit(text):

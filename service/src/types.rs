@@ -102,6 +102,12 @@ types! {
     DRIVE_COLLECTION = RfType::collection("DriveCollection");
     VOLUME = RfType::new("Volume", "v1_10_2");
     VOLUME_COLLECTION = RfType::collection("VolumeCollection");
+    ETHERNET_INTERFACE = RfType::new("EthernetInterface", "v1_12_4");
+    ETHERNET_INTERFACE_COLLECTION = RfType::collection("EthernetInterfaceCollection");
+    NETWORK_ADAPTER = RfType::new("NetworkAdapter", "v1_14_0");
+    NETWORK_ADAPTER_COLLECTION = RfType::collection("NetworkAdapterCollection");
+    PORT = RfType::new("Port", "v1_18_0");
+    PORT_COLLECTION = RfType::collection("PortCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

@@ -32,12 +32,24 @@ pub const FILES: &[Capture] = &[
     Capture { path: "/sys/bus/pci/devices", depth: 2, follow: 2 },
     Capture { path: "/usr/share/misc/pci.ids", depth: 0, follow: 1 },
     Capture { path: "/usr/share/hwdata/pci.ids", depth: 0, follow: 1 },
+    // Network (`*` is each entry of the directory; a NIC's `device` before the interface itself).
+    Capture { path: "/sys/class/net/*/device", depth: 1, follow: 1 },
+    Capture { path: "/sys/class/net/*", depth: 2, follow: 1 },
+    Capture { path: "/proc/net/vlan/config", depth: 0, follow: 1 },
+    Capture { path: "/proc/net/bonding", depth: 1, follow: 1 },
+    Capture { path: "/etc/resolv.conf", depth: 0, follow: 1 },
+    Capture { path: "/run/systemd/resolve/resolv.conf", depth: 0, follow: 1 },
+    Capture { path: "/run/systemd/netif/leases", depth: 1, follow: 1 },
 ];
 
 /// Commands whose output the inventory parses.
 pub const COMMANDS: &[(&str, &[&str])] = &[
     ("incus", &["version"]),
     ("journalctl", &["-o", "json", "-r", "-n", "1000", "--no-pager"]),
+    ("ip", &["-details", "-json", "addr", "show"]),
+    ("ip", &["-json", "route", "show"]),
+    ("ip", &["-json", "-6", "route", "show"]),
+    ("networkctl", &["lldp", "--json=short"]),
 ];
 
 /// Files larger than this are not inventory (and not recorded).
@@ -78,16 +90,25 @@ fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: usize) -> io::Result
 pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
     fs::create_dir_all(dir)?;
     let dynamic = crate::inventory::storage::captures(host);
-    for (path, depth, follow) in FILES.iter().map(|c| (c.path, c.depth, c.follow)).chain(dynamic.iter().map(|(p, d)| (p.as_str(), *d, 1))) {
-        let src = host.path(path);
-        if fs::symlink_metadata(&src).is_err() {
-            continue;
+    let listed = FILES.iter().map(|c| (c.path.to_string(), c.depth, c.follow));
+    for (pattern, depth, follow) in listed.chain(dynamic.into_iter().map(|(p, d)| (p, d, 1))) {
+        // `/a/*/b` names `/a/<each entry>/b`.
+        let paths: Vec<String> = match pattern.split_once("/*") {
+            Some((dir, rest)) => host.list(dir).iter().map(|e| format!("{dir}/{e}{rest}")).collect(),
+            None => vec![pattern.clone()],
+        };
+        for path in paths {
+            let src = host.path(&path);
+            if fs::symlink_metadata(&src).is_err() {
+                continue;
+            }
+            let dst = dir.join(path.trim_start_matches('/'));
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let _ = copy_entry(&src, &dst, depth, follow);
         }
-        let dst = dir.join(path.trim_start_matches('/'));
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let _ = copy_entry(&src, &dst, depth, follow);
+
     }
     let cmd_dir = dir.join(COMMANDS_DIR);
     fs::create_dir_all(&cmd_dir)?;

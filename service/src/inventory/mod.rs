@@ -6,6 +6,7 @@ pub mod hwmon;
 pub mod journal;
 pub mod memory;
 pub mod pci;
+pub mod network;
 pub mod smbios;
 pub mod software;
 pub mod storage;
@@ -36,6 +37,7 @@ pub struct Inventory {
     pub sensors: Vec<hwmon::Sensor>,
     pub pci: Vec<pci::Device>,
     pub storage: Vec<storage::Controller>,
+    pub network: network::Network,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -97,6 +99,12 @@ impl Inventory {
         for d in &self.pci {
             m.insert(format!("{ch}/PCIeDevices/{}", d.id), "PCIeDevice");
         }
+        for i in &self.network.interfaces {
+            m.insert(crate::tree::network::iface_uri(&i.name), "EthernetInterface");
+        }
+        for a in &self.network.adapters {
+            m.insert(crate::tree::network::adapter_uri(&a.id), "NetworkAdapter");
+        }
         for c in &self.storage {
             for d in &c.drives {
                 m.insert(format!("{ch}/Drives/{}", d.id), "Drive");
@@ -117,6 +125,7 @@ impl Inventory {
             sensors: hwmon::sensors(host),
             pci: pci::devices(host, &pci::PciIds::load(host)),
             storage: storage::controllers(host, true),
+            network: network::read(host),
         }
     }
 }

@@ -73,7 +73,7 @@ impl PciIds {
         self.vendors.get(&v).and_then(|e| e.1.get(&d)).map(String::as_str)
     }
     pub fn load(host: &Host) -> PciIds {
-        ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"]
+        ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids"]
             .iter()
             .find_map(|p| host.read(p).ok())
             .map(|t| PciIds::parse(&t))

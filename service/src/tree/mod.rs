@@ -10,6 +10,7 @@ pub mod logs;
 pub mod managers;
 pub mod metadata;
 pub mod pcie;
+pub mod network;
 pub mod registries;
 pub mod root;
 pub mod sensors;
@@ -284,6 +285,7 @@ impl Tree {
         logs::register(&mut t);
         pcie::register(&mut t);
         storage::register(&mut t);
+        network::register(&mut t);
         t
     }
 }

@@ -62,6 +62,7 @@ async fn system(r: Req) -> RfResult<Value> {
         "Memory": link(format!("{SYSTEM}/Memory")),
         "LogServices": link(format!("{SYSTEM}/LogServices")),
         "Storage": link(format!("{SYSTEM}/Storage")),
+        "EthernetInterfaces": link(format!("{SYSTEM}/EthernetInterfaces")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
@@ -197,6 +198,7 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Id": "chassis",
         "Name": "Keel host chassis",
         "ChassisType": chassis_type(&r),
+        "NetworkAdapters": link(format!("{CHASSIS}/NetworkAdapters")),
         "Status": { "State": "Enabled", "Health": "OK" },
         "Links": { "ComputerSystems": [link(SYSTEM)], "ManagedBy": [link(super::managers::MANAGER)] },
         "Sensors": link(format!("{CHASSIS}/Sensors")),
