@@ -314,19 +314,15 @@ def run_interop(netns, k, profile):
     return r
 
 
-def test_interop_validator_keel_profile(netns, tmp_path_factory):
+def test_interop_validator_keel_profile(netns, populated_keeld):
     """Keel's own product profile (profiles/): what every Keel host promises its clients."""
     assert KEEL_PROFILES, "no profile in profiles/"
-    k = start_keeld(netns, tmp_path_factory, "interop-keel")
-    try:
-        failed = []
-        for profile in KEEL_PROFILES:
-            r = run_interop(netns, k, profile)
-            if r.returncode != 0:
-                failed.append(f"{profile.name}: exit {r.returncode}\n{ANSI.sub('', r.stdout)[-4000:]}")
-        assert not failed, "\n".join(failed)
-    finally:
-        k.stop()
+    failed = []
+    for profile in KEEL_PROFILES:
+        r = run_interop(netns, populated_keeld, profile)
+        if r.returncode != 0:
+            failed.append(f"{profile.name}: exit {r.returncode}\n{ANSI.sub('', r.stdout)[-4000:]}")
+    assert not failed, "\n".join(failed)
 
 
 def test_interop_validator_ocp_profile(netns, tmp_path_factory):

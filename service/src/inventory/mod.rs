@@ -113,7 +113,7 @@ impl Inventory {
         m
     }
 
-    /// Read everything (cheap parts only: no external commands).
+    /// Read everything: sysfs, procfs and the commands the inventory parses (`ip`, `smartctl`…).
     pub fn build(host: &Host) -> Inventory {
         let tables = host.read_bytes("/sys/firmware/dmi/tables/DMI").map(|t| smbios::parse(&t)).unwrap_or_default();
         Inventory {

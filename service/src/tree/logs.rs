@@ -17,9 +17,7 @@ pub fn register(t: &mut Tree) {
 }
 
 fn check(r: &Req, with_service: bool) -> RfResult<()> {
-    if r.param(0) != "system" {
-        return Err(RfError::resource_not_found("ComputerSystem", r.param(0)));
-    }
+    super::check_system(r)?;
     if with_service && r.param(1) != "Journal" {
         return Err(RfError::resource_not_found("LogService", r.param(1)));
     }

@@ -296,6 +296,29 @@ pub fn global() -> &'static Tree {
     TREE.get_or_init(Tree::build)
 }
 
+/// Set `v[k]` when the value is known: Redfish leaves unknown properties out rather than null.
+pub fn put<T: Into<Value>>(v: &mut Value, k: &str, x: Option<T>) {
+    if let Some(x) = x {
+        v[k] = x.into();
+    }
+}
+
+/// The one ComputerSystem (`{ComputerSystemId}` is the first path parameter).
+pub fn check_system(r: &Req) -> crate::messages::RfResult<()> {
+    if r.param(0) != "system" {
+        return Err(crate::messages::RfError::resource_not_found("ComputerSystem", r.param(0)));
+    }
+    Ok(())
+}
+
+/// The one Chassis (`{ChassisId}` is the first path parameter).
+pub fn check_chassis(r: &Req) -> crate::messages::RfResult<()> {
+    if r.param(0) != "chassis" {
+        return Err(crate::messages::RfError::resource_not_found("Chassis", r.param(0)));
+    }
+    Ok(())
+}
+
 /// A link object.
 pub fn link(uri: impl Into<String>) -> Value {
     json!({ "@odata.id": uri.into() })

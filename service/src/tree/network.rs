@@ -2,7 +2,7 @@
 //! the chassis' NetworkAdapters with their Ports (link state, LLDP neighbors).
 
 use super::systems::{CHASSIS, SYSTEM};
-use super::{collection, link, Req, Tree};
+use super::{check_chassis, check_system, collection, link, Req, Tree};
 use crate::inventory::network::{self, Interface, Kind, Network, Origin};
 use crate::messages::{RfError, RfResult};
 use crate::privilege::LOGIN;
@@ -28,18 +28,6 @@ fn port_uri(adapter: &str, port: &str) -> String {
     format!("{CHASSIS}/NetworkAdapters/{adapter}/Ports/{port}")
 }
 
-fn check_system(r: &Req) -> RfResult<()> {
-    if r.param(0) != "system" {
-        return Err(RfError::resource_not_found("ComputerSystem", r.param(0)));
-    }
-    Ok(())
-}
-fn check_chassis(r: &Req) -> RfResult<()> {
-    if r.param(0) != "chassis" {
-        return Err(RfError::resource_not_found("Chassis", r.param(0)));
-    }
-    Ok(())
-}
 
 async fn interfaces(r: Req) -> RfResult<Value> {
     check_system(&r)?;

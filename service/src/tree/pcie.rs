@@ -21,9 +21,7 @@ pub fn register(t: &mut Tree) {
 }
 
 fn base(r: &Req) -> RfResult<String> {
-    if r.param(0) != "chassis" {
-        return Err(RfError::resource_not_found("Chassis", r.param(0)));
-    }
+    super::check_chassis(r)?;
     Ok(format!("{}/PCIeDevices", super::systems::CHASSIS))
 }
 

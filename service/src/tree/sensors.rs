@@ -17,9 +17,7 @@ pub fn register(t: &mut Tree) {
 }
 
 fn chassis(r: &Req) -> RfResult<String> {
-    if r.param(0) != "chassis" {
-        return Err(RfError::resource_not_found("Chassis", r.param(0)));
-    }
+    super::check_chassis(r)?;
     Ok(super::systems::CHASSIS.to_string())
 }
 

@@ -1,7 +1,7 @@
 //! Storage, Drives and Volumes of the system (from `inventory::storage`).
 
 use super::systems::{CHASSIS, SYSTEM};
-use super::{collection, link, Req, Tree};
+use super::{check_system, collection, link, put, Req, Tree};
 use crate::inventory::storage::{Controller, Drive};
 use crate::messages::{RfError, RfResult};
 use crate::privilege::LOGIN;
@@ -24,12 +24,6 @@ fn base() -> String {
     format!("{SYSTEM}/Storage")
 }
 
-fn check_system(r: &Req) -> RfResult<()> {
-    if r.param(0) != "system" {
-        return Err(RfError::resource_not_found("ComputerSystem", r.param(0)));
-    }
-    Ok(())
-}
 
 fn with_ctrl<T>(r: &Req, f: impl FnOnce(&Controller) -> RfResult<T>) -> RfResult<T> {
     check_system(r)?;
@@ -113,23 +107,18 @@ async fn drive(r: Req) -> RfResult<Value> {
             "Name": format!("Drive {}", d.id),
             "Status": { "State": "Enabled", "Health": health(d) },
         });
-        let opt = |v: &mut Value, k: &str, x: Option<Value>| {
-            if let Some(x) = x {
-                v[k] = x;
-            }
-        };
-        opt(&mut v, "Manufacturer", d.manufacturer.clone().map(Value::from));
-        opt(&mut v, "Model", d.model.clone().map(Value::from));
-        opt(&mut v, "SerialNumber", d.serial.clone().map(Value::from));
-        opt(&mut v, "Revision", d.revision.clone().map(Value::from));
-        opt(&mut v, "CapacityBytes", d.capacity_bytes.map(Value::from));
-        opt(&mut v, "BlockSizeBytes", d.block_size.map(Value::from));
-        opt(&mut v, "MediaType", d.media_type.map(Value::from));
-        opt(&mut v, "Protocol", d.protocol.map(Value::from));
-        opt(&mut v, "RotationSpeedRPM", d.rotation_rpm.map(Value::from));
+        put(&mut v, "Manufacturer", d.manufacturer.clone());
+        put(&mut v, "Model", d.model.clone());
+        put(&mut v, "SerialNumber", d.serial.clone());
+        put(&mut v, "Revision", d.revision.clone());
+        put(&mut v, "CapacityBytes", d.capacity_bytes);
+        put(&mut v, "BlockSizeBytes", d.block_size);
+        put(&mut v, "MediaType", d.media_type);
+        put(&mut v, "Protocol", d.protocol);
+        put(&mut v, "RotationSpeedRPM", d.rotation_rpm);
         if let Some(s) = &d.smart {
             v["FailurePredicted"] = json!(s.failing);
-            opt(&mut v, "PredictedMediaLifeLeftPercent", s.life_left_percent.map(Value::from));
+            put(&mut v, "PredictedMediaLifeLeftPercent", s.life_left_percent);
             if s.failing {
                 let location = format!("Storage {} drive {}", c.id, d.id);
                 v["Status"]["Conditions"] = json!([{

@@ -1,6 +1,6 @@
 //! A first ComputerSystem and Chassis, so links resolve; the inventory issue fills them in.
 
-use super::{collection, link, Req, Tree};
+use super::{check_system, collection, link, put, Req, Tree};
 use crate::messages::{RfError, RfResult};
 use crate::privilege::LOGIN;
 use crate::types;
@@ -31,12 +31,6 @@ async fn systems(_: Req) -> RfResult<Value> {
     Ok(collection("Computer System Collection", [SYSTEM.to_string()]))
 }
 
-fn check_system(r: &Req) -> RfResult<()> {
-    if r.param(0) != "system" {
-        return Err(RfError::resource_not_found("ComputerSystem", r.param(0)));
-    }
-    Ok(())
-}
 
 async fn system(r: Req) -> RfResult<Value> {
     check_system(&r)?;
@@ -107,20 +101,15 @@ async fn processor(r: Req) -> RfResult<Value> {
         "TotalThreads": p.threads,
         "Status": { "State": "Enabled", "Health": "OK" },
     });
-    let opt = |v: &mut Value, k: &str, x: Option<Value>| {
-        if let Some(x) = x {
-            v[k] = x;
-        }
-    };
-    opt(&mut v, "Socket", p.socket_label.clone().map(Value::from));
-    opt(&mut v, "Manufacturer", p.manufacturer.clone().map(Value::from));
-    opt(&mut v, "Model", p.model.clone().map(Value::from));
-    opt(&mut v, "InstructionSet", p.instruction_set.map(Value::from));
-    opt(&mut v, "ProcessorArchitecture", p.architecture.map(Value::from));
-    opt(&mut v, "MaxSpeedMHz", p.max_mhz.map(Value::from));
-    opt(&mut v, "OperatingSpeedMHz", p.current_mhz.map(Value::from));
-    opt(&mut v, "SerialNumber", p.serial.clone().map(Value::from));
-    opt(&mut v, "PartNumber", p.part_number.clone().map(Value::from));
+    put(&mut v, "Socket", p.socket_label.clone());
+    put(&mut v, "Manufacturer", p.manufacturer.clone());
+    put(&mut v, "Model", p.model.clone());
+    put(&mut v, "InstructionSet", p.instruction_set);
+    put(&mut v, "ProcessorArchitecture", p.architecture);
+    put(&mut v, "MaxSpeedMHz", p.max_mhz);
+    put(&mut v, "OperatingSpeedMHz", p.current_mhz);
+    put(&mut v, "SerialNumber", p.serial.clone());
+    put(&mut v, "PartNumber", p.part_number.clone());
     let mut id_obj = serde_json::Map::new();
     for (k, x) in [("VendorId", &p.vendor_id), ("EffectiveFamily", &p.family), ("EffectiveModel", &p.model_number), ("Step", &p.stepping), ("MicrocodeInfo", &p.microcode)] {
         if let Some(x) = x {
@@ -155,20 +144,15 @@ async fn memory(r: Req) -> RfResult<Value> {
         "CapacityMiB": d.size_mib,
         "Status": { "State": "Enabled", "Health": "OK" },
     });
-    let opt = |v: &mut Value, k: &str, x: Option<Value>| {
-        if let Some(x) = x {
-            v[k] = x;
-        }
-    };
-    opt(&mut v, "MemoryDeviceType", d.device_type.map(Value::from));
-    opt(&mut v, "OperatingSpeedMhz", d.configured_mts.or(d.speed_mts).map(Value::from));
-    opt(&mut v, "AllowedSpeedsMHz", d.speed_mts.map(|s| json!([s])));
-    opt(&mut v, "Manufacturer", d.manufacturer.clone().map(Value::from));
-    opt(&mut v, "SerialNumber", d.serial.clone().map(Value::from));
-    opt(&mut v, "PartNumber", d.part_number.clone().map(Value::from));
-    opt(&mut v, "RankCount", d.rank.map(Value::from));
-    opt(&mut v, "DataWidthBits", d.data_width.map(Value::from));
-    opt(&mut v, "BusWidthBits", d.total_width.map(Value::from));
+    put(&mut v, "MemoryDeviceType", d.device_type);
+    put(&mut v, "OperatingSpeedMhz", d.configured_mts.or(d.speed_mts));
+    put(&mut v, "AllowedSpeedsMHz", d.speed_mts.map(|s| json!([s])));
+    put(&mut v, "Manufacturer", d.manufacturer.clone());
+    put(&mut v, "SerialNumber", d.serial.clone());
+    put(&mut v, "PartNumber", d.part_number.clone());
+    put(&mut v, "RankCount", d.rank);
+    put(&mut v, "DataWidthBits", d.data_width);
+    put(&mut v, "BusWidthBits", d.total_width);
     if let Some(l) = &d.locator {
         v["Location"] = json!({ "PartLocation": { "ServiceLabel": l, "LocationType": "Slot" } });
     }
