@@ -79,6 +79,13 @@ types! {
     PROCESSOR_COLLECTION = RfType::collection("ProcessorCollection");
     MEMORY = RfType::new("Memory", "v1_23_0");
     MEMORY_COLLECTION = RfType::collection("MemoryCollection");
+    SECURE_BOOT = RfType::new("SecureBoot", "v1_1_2");
+    SECURE_BOOT_DATABASE = RfType::new("SecureBootDatabase", "v1_0_3");
+    SECURE_BOOT_DATABASE_COLLECTION = RfType::collection("SecureBootDatabaseCollection");
+    CERTIFICATE = RfType::new("Certificate", "v1_11_0");
+    CERTIFICATE_COLLECTION = RfType::collection("CertificateCollection");
+    SIGNATURE = RfType::new("Signature", "v1_0_3");
+    SIGNATURE_COLLECTION = RfType::collection("SignatureCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

@@ -25,6 +25,15 @@ pub const FILES: &[Capture] = &[
     Capture { path: "/sys/class/dmi/id", depth: 1 },
     Capture { path: "/sys/firmware/dmi/tables", depth: 1 },
     Capture { path: "/sys/devices/system/cpu", depth: 3 },
+    // Secure Boot: the state variables and key databases only, not the other EFI variables.
+    Capture { path: "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/AuditMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/DeployedMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/PK-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/KEK-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f", depth: 0 },
+    Capture { path: "/sys/firmware/efi/efivars/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f", depth: 0 },
 ];
 
 /// Commands whose output the inventory parses.

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod memory;
+pub mod secureboot;
 pub mod smbios;
 
 use crate::host::Host;
@@ -26,6 +27,8 @@ pub struct Inventory {
     pub system: SystemInfo,
     pub processors: Vec<cpu::Processor>,
     pub memory: Vec<memory::Dimm>,
+    /// `None` when the host did not boot through UEFI.
+    pub secure_boot: Option<secureboot::SecureBoot>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -76,6 +79,7 @@ impl Inventory {
             system: system_info(host, &tables),
             processors: cpu::processors(host, &tables),
             memory: memory::dimms(&tables),
+            secure_boot: secureboot::read(host),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod managers;
 pub mod metadata;
 pub mod registries;
 pub mod root;
+pub mod secureboot;
 pub mod sessions;
 pub mod systems;
 
@@ -274,6 +275,7 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        secureboot::register(&mut t);
         t
     }
 }

@@ -62,6 +62,9 @@ async fn system(r: Req) -> RfResult<Value> {
         "Memory": link(format!("{SYSTEM}/Memory")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
+    if inv.secure_boot.is_some() {
+        v["SecureBoot"] = link(super::secureboot::uri());
+    }
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
         v["ProcessorSummary"]["Model"] = json!(m);
     }
