@@ -48,6 +48,9 @@ enum Cmd {
         /// Serve a machine recorded by `keeld host record` instead of this one.
         #[arg(long)]
         host_root: Option<PathBuf>,
+        /// The TPM's TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` (default: device:/dev/tpmrm0 if present).
+        #[arg(long)]
+        tpm_tcti: Option<String>,
     },
     /// Work with the host root.
     Host {
@@ -85,7 +88,7 @@ fn main() {
                 std::process::exit(1);
             }
         },
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, tpm_tcti } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -97,6 +100,7 @@ fn main() {
                 page_size,
                 max_body,
                 host_root,
+                tpm_tcti,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

@@ -19,6 +19,7 @@ pub struct ServeOpts {
     pub page_size: usize,
     pub max_body: usize,
     pub host_root: Option<PathBuf>,
+    pub tpm_tcti: Option<String>,
 }
 
 /// What the server loop ended with.
@@ -93,6 +94,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         port: addr.port(),
         self_signed,
         host_root: opts.host_root.clone(),
+        tpm_tcti: opts.tpm_tcti.clone(),
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;

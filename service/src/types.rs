@@ -86,6 +86,8 @@ types! {
     CERTIFICATE_COLLECTION = RfType::collection("CertificateCollection");
     SIGNATURE = RfType::new("Signature", "v1_0_3");
     SIGNATURE_COLLECTION = RfType::collection("SignatureCollection");
+    COMPONENT_INTEGRITY = RfType::new("ComponentIntegrity", "v1_3_2");
+    COMPONENT_INTEGRITY_COLLECTION = RfType::collection("ComponentIntegrityCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

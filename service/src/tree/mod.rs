@@ -13,6 +13,7 @@ pub mod root;
 pub mod secureboot;
 pub mod sessions;
 pub mod systems;
+pub mod tpm;
 
 use crate::app::Keel;
 use crate::auth::Principal;
@@ -276,6 +277,7 @@ impl Tree {
         managers::register(&mut t);
         systems::register(&mut t);
         secureboot::register(&mut t);
+        tpm::register(&mut t);
         t
     }
 }

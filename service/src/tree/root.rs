@@ -45,6 +45,7 @@ async fn service_root(r: Req) -> RfResult<Value> {
         "EventService": link("/redfish/v1/EventService"),
         "Registries": link("/redfish/v1/Registries"),
         "JsonSchemas": link("/redfish/v1/JsonSchemas"),
+        "ComponentIntegrity": link(super::tpm::COLLECTION),
         "Links": { "Sessions": link("/redfish/v1/SessionService/Sessions") },
     }))
 }
@@ -61,6 +62,7 @@ async fn odata(_: Req) -> RfResult<Value> {
         ("EventService", "/redfish/v1/EventService"),
         ("Registries", "/redfish/v1/Registries"),
         ("JsonSchemas", "/redfish/v1/JsonSchemas"),
+        ("ComponentIntegrity", "/redfish/v1/ComponentIntegrity"),
         ("Sessions", "/redfish/v1/SessionService/Sessions"),
     ];
     let value: Vec<Value> = sets

@@ -62,6 +62,9 @@ async fn system(r: Req) -> RfResult<Value> {
         "Memory": link(format!("{SYSTEM}/Memory")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
+    if let Some(t) = super::tpm::trusted_modules(&r) {
+        v["TrustedModules"] = t;
+    }
     if inv.secure_boot.is_some() {
         v["SecureBoot"] = link(super::secureboot::uri());
     }
