@@ -42,13 +42,19 @@ def swtpm(tmp_path):
                           "--flags", "not-need-init,startup-clear"],
                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / "swtpm.log", "wb"))
     tcti = f"swtpm:host=127.0.0.1,port={port}"
-    deadline = time.time() + 10
-    while (r := subprocess.run(["tpm2_getcap", "-T", tcti, "properties-fixed"], capture_output=True, text=True)).returncode != 0:
-        assert time.time() < deadline, (tmp_path / "swtpm.log").read_text() + r.stderr
-        time.sleep(0.1)
-    yield tcti
-    p.terminate()
-    p.wait(timeout=10)
+    try:
+        deadline = time.time() + 10
+        while (r := subprocess.run(["tpm2_getcap", "-T", tcti, "properties-fixed"], capture_output=True, text=True)).returncode != 0:
+            assert time.time() < deadline, (tmp_path / "swtpm.log").read_text() + r.stderr
+            time.sleep(0.1)
+        yield tcti
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 @needs_swtpm
