@@ -22,12 +22,14 @@ say() { echo "setup: $*"; }
 die() { echo "setup: ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- Debian packages
-# Building keeld: a C toolchain and OpenSSL headers (the openssl crate links the system library).
-pkgs=(build-essential pkg-config libssl-dev openssl ca-certificates curl git)
+# Building keeld: a C toolchain, OpenSSL headers (the openssl crate links the system library) and the
+# TPM2 Software Stack (tss-esapi links libtss2-esys and its TCTIs).
+pkgs=(build-essential pkg-config libssl-dev openssl libtss2-dev ca-certificates curl git)
 if [ "$test_deps" = 1 ]; then
     # python3-venv: the test venv; wrk: bench/; chromium (+ fonts): the HTML view tests;
     # iproute2 + util-linux (ip, unshare, nsenter): the validators run in a private network namespace.
-    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq)
+    # swtpm + tpm2-tools: a real software TPM for the TPM tests.
+    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools)
 fi
 
 missing=()

@@ -23,11 +23,13 @@ pub struct Config {
     pub self_signed: bool,
     /// A recorded machine to serve instead of this one (`--host-root`).
     pub host_root: Option<PathBuf>,
+    /// The TPM's TCTI (`--tpm-tcti`); `None`: `/dev/tpmrm0` on a live machine, if present.
+    pub tpm_tcti: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None }
     }
 }
 
@@ -48,6 +50,8 @@ pub struct Keel {
     pub inventory: std::sync::RwLock<Arc<Inventory>>,
     /// The systemd journal, read on demand and cached briefly.
     pub journal: crate::inventory::journal::Journal,
+    /// The host's TPM, when one answered at start.
+    pub tpm: Option<crate::tpm::Tpm>,
 }
 
 impl Keel {
@@ -88,6 +92,7 @@ impl Keel {
             None => Host::live(),
         };
         let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host)));
+        let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()));
         Ok(Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
             sessions: Sessions::open(state.clone())?,
@@ -98,6 +103,7 @@ impl Keel {
             host,
             inventory,
             journal: Default::default(),
+            tpm,
             state,
             cfg,
         }))

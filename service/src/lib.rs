@@ -13,5 +13,6 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod tpm;
 pub mod tree;
 pub mod types;

@@ -51,6 +51,9 @@ enum Cmd {
         /// Seconds between inventory re-reads that find hot-plugged and removed devices (0: off).
         #[arg(long, default_value_t = 10)]
         inventory_refresh: u64,
+        /// The TPM's TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` (default: device:/dev/tpmrm0 if present).
+        #[arg(long)]
+        tpm_tcti: Option<String>,
     },
     /// Work with the host root.
     Host {
@@ -88,7 +91,7 @@ fn main() {
                 std::process::exit(1);
             }
         },
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, tpm_tcti } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -101,6 +104,7 @@ fn main() {
                 max_body,
                 host_root,
                 inventory_refresh,
+                tpm_tcti,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

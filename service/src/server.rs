@@ -21,6 +21,7 @@ pub struct ServeOpts {
     pub host_root: Option<PathBuf>,
     /// Seconds between inventory re-reads (hot-plug); 0 turns it off.
     pub inventory_refresh: u64,
+    pub tpm_tcti: Option<String>,
 }
 
 /// What the server loop ended with.
@@ -95,6 +96,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         port: addr.port(),
         self_signed,
         host_root: opts.host_root.clone(),
+        tpm_tcti: opts.tpm_tcti.clone(),
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;

@@ -108,6 +108,15 @@ types! {
     NETWORK_ADAPTER_COLLECTION = RfType::collection("NetworkAdapterCollection");
     PORT = RfType::new("Port", "v1_18_0");
     PORT_COLLECTION = RfType::collection("PortCollection");
+    SECURE_BOOT = RfType::new("SecureBoot", "v1_1_2");
+    SECURE_BOOT_DATABASE = RfType::new("SecureBootDatabase", "v1_0_3");
+    SECURE_BOOT_DATABASE_COLLECTION = RfType::collection("SecureBootDatabaseCollection");
+    CERTIFICATE = RfType::new("Certificate", "v1_11_0");
+    CERTIFICATE_COLLECTION = RfType::collection("CertificateCollection");
+    SIGNATURE = RfType::new("Signature", "v1_0_3");
+    SIGNATURE_COLLECTION = RfType::collection("SignatureCollection");
+    COMPONENT_INTEGRITY = RfType::new("ComponentIntegrity", "v1_3_2");
+    COMPONENT_INTEGRITY_COLLECTION = RfType::collection("ComponentIntegrityCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

@@ -98,6 +98,17 @@ fn every_route_declares_the_privilege_registry_privileges() {
             }
             let mapping = mapping.unwrap_or_else(|| panic!("{}: entity {} is not in the Privilege Registry", route.pattern, route.entity));
             let mut expected = registry_alts(&mapping["OperationMap"][method]);
+            // A SubordinateOverride applies below a resource of one of its target entities.
+            if let Some(so) = mapping.get("SubordinateOverrides").and_then(Value::as_array) {
+                for o in so {
+                    let below = |t: &Value| tree.routes.iter().any(|a| a.entity == t && route.pattern.starts_with(&format!("{}/", a.pattern)));
+                    if o["Targets"].as_array().unwrap().iter().any(below) {
+                        if let Some(alts) = o["OperationMap"].get(method) {
+                            expected = registry_alts(alts);
+                        }
+                    }
+                }
+            }
             // Property overrides widen who may PATCH some properties; the handler narrows it again.
             if let Some(po) = mapping.get("PropertyOverrides").and_then(Value::as_array) {
                 for o in po {

@@ -40,6 +40,15 @@ pub const FILES: &[Capture] = &[
     Capture { path: "/etc/resolv.conf", depth: 0, follow: 1 },
     Capture { path: "/run/systemd/resolve/resolv.conf", depth: 0, follow: 1 },
     Capture { path: "/run/systemd/netif/leases", depth: 1, follow: 1 },
+    // Secure Boot: the state variables and key databases only, not the other EFI variables.
+    Capture { path: "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/AuditMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/DeployedMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/PK-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/KEK-8be4df61-93ca-11d2-aa0d-00e098032b8c", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f", depth: 0, follow: 1 },
+    Capture { path: "/sys/firmware/efi/efivars/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f", depth: 0, follow: 1 },
 ];
 
 /// Commands whose output the inventory parses.

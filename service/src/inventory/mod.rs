@@ -7,6 +7,7 @@ pub mod journal;
 pub mod memory;
 pub mod pci;
 pub mod network;
+pub mod secureboot;
 pub mod smbios;
 pub mod software;
 pub mod storage;
@@ -38,6 +39,8 @@ pub struct Inventory {
     pub pci: Vec<pci::Device>,
     pub storage: Vec<storage::Controller>,
     pub network: network::Network,
+    /// `None` when the host did not boot through UEFI.
+    pub secure_boot: Option<secureboot::SecureBoot>,
 }
 
 fn dmi(host: &Host, field: &str) -> Option<String> {
@@ -126,6 +129,7 @@ impl Inventory {
             pci: pci::devices(host, &pci::PciIds::load(host)),
             storage: storage::controllers(host, true),
             network: network::read(host),
+            secure_boot: secureboot::read(host),
         }
     }
 }

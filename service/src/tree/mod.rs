@@ -14,10 +14,12 @@ pub mod network;
 pub mod registries;
 pub mod root;
 pub mod sensors;
+pub mod secureboot;
 pub mod sessions;
 pub mod storage;
 pub mod systems;
 pub mod update;
+pub mod tpm;
 
 use crate::app::Keel;
 use crate::auth::Principal;
@@ -286,6 +288,8 @@ impl Tree {
         pcie::register(&mut t);
         storage::register(&mut t);
         network::register(&mut t);
+        secureboot::register(&mut t);
+        tpm::register(&mut t);
         t
     }
 }

@@ -59,6 +59,12 @@ async fn system(r: Req) -> RfResult<Value> {
         "EthernetInterfaces": link(format!("{SYSTEM}/EthernetInterfaces")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
+    if let Some(t) = super::tpm::trusted_modules(&r) {
+        v["TrustedModules"] = t;
+    }
+    if inv.secure_boot.is_some() {
+        v["SecureBoot"] = link(super::secureboot::uri());
+    }
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
         v["ProcessorSummary"]["Model"] = json!(m);
     }
