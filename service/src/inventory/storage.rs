@@ -587,3 +587,71 @@ mod tests {
         assert!(parse_smartctl(2, r#"{"smartctl":{"exit_status":2}}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    fn put(root: &Path, p: &str, v: &str) {
+        let p = root.join(p.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, v).unwrap();
+    }
+    fn ln(root: &Path, p: &str, target: &str) {
+        let p = root.join(p.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        symlink(target, p).unwrap();
+    }
+
+    #[test]
+    fn a_recorded_machine_gives_the_same_storage() {
+        let src = std::env::temp_dir().join(format!("keel-sto-src-{}", uuid::Uuid::new_v4()));
+        let dst = std::env::temp_dir().join(format!("keel-sto-dst-{}", uuid::Uuid::new_v4()));
+        // An NVMe drive with a LUKS2 partition, and a SATA SSD on AHCI.
+        let nv = "/sys/devices/pci0000:40/0000:40:01.1/0000:41:00.0";
+        ln(&src, &format!("{nv}/driver"), "../../../../bus/pci/drivers/nvme");
+        put(&src, &format!("{nv}/nvme/nvme0/model"), "SAMSUNG MZQL23T8HCLS-00A07\n");
+        put(&src, &format!("{nv}/nvme/nvme0/serial"), "S64HNE0T801234\n");
+        put(&src, &format!("{nv}/nvme/nvme0/firmware_rev"), "GDC5602Q\n");
+        ln(&src, &format!("{nv}/nvme/nvme0/device"), "../../../0000:41:00.0");
+        put(&src, &format!("{nv}/nvme/nvme0/nvme0n1/size"), "7501476528\n");
+        put(&src, &format!("{nv}/nvme/nvme0/nvme0n1/queue/logical_block_size"), "512\n");
+        put(&src, &format!("{nv}/nvme/nvme0/nvme0n1/nvme0n1p2/size"), "7499378688\n");
+        ln(&src, "/sys/class/nvme/nvme0", "../../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0");
+        ln(&src, "/sys/block/nvme0n1", "../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0/nvme0n1");
+        put(&src, "/sys/devices/virtual/block/dm-0/size", "7499345920\n");
+        put(&src, "/sys/devices/virtual/block/dm-0/dm/name", "luks-data\n");
+        put(&src, "/sys/devices/virtual/block/dm-0/dm/uuid", "CRYPT-LUKS2-6f1d3c8e4b2a4d7f9e0c1b2a3d4e5f60-luks-data\n");
+        ln(&src, "/sys/devices/virtual/block/dm-0/slaves/nvme0n1p2", "../../../../pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0/nvme0n1/nvme0n1p2");
+        ln(&src, "/sys/block/dm-0", "../devices/virtual/block/dm-0");
+        let ahci = "/sys/devices/pci0000:00/0000:00:17.0";
+        ln(&src, &format!("{ahci}/driver"), "../../../bus/pci/drivers/ahci");
+        let sd = format!("{ahci}/ata1/host0/target0:0:0/0:0:0:0");
+        put(&src, &format!("{sd}/vendor"), "ATA     \n");
+        put(&src, &format!("{sd}/model"), "Samsung SSD 870 \n");
+        put(&src, &format!("{sd}/rev"), "2B6Q\n");
+        put(&src, &format!("{sd}/block/sda/size"), "976773168\n");
+        put(&src, &format!("{sd}/block/sda/queue/rotational"), "0\n");
+        ln(&src, &format!("{sd}/block/sda/device"), "../../../0:0:0:0");
+        ln(&src, "/sys/block/sda", "../devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda");
+        let cmd = src.join(crate::host::COMMANDS_DIR);
+        fs::create_dir_all(&cmd).unwrap();
+        let out = crate::host::CmdOutput { status: 0, stdout: r#"{"smartctl":{"exit_status":0},"smart_status":{"passed":true},"nvme_smart_health_information_log":{"critical_warning":0,"percentage_used":4}}"#.into() };
+        fs::write(cmd.join(crate::host::command_key("smartctl", &["--json=c", "-a", "/dev/nvme0"])), serde_json::to_vec(&out).unwrap()).unwrap();
+
+        let before = controllers(&Host::fixture(&src), true);
+        assert_eq!(before.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["NVMe0", "SATA0"]);
+        assert_eq!(before[0].pci.as_deref(), Some("0000:41:00.0"));
+        assert_eq!(before[0].volumes[0].id, "luks-data");
+        assert_eq!(before[0].drives[0].smart.as_ref().unwrap().life_left_percent, Some(96));
+        assert_eq!(before[1].driver.as_deref(), Some("ahci"));
+        crate::host::record::record(&Host::fixture(&src), &dst).unwrap();
+        let after = controllers(&Host::fixture(&dst), true);
+        assert_eq!(serde_json::to_value(&before).unwrap(), serde_json::to_value(&after).unwrap());
+        fs::remove_dir_all(&src).unwrap();
+        fs::remove_dir_all(&dst).unwrap();
+    }
+}
