@@ -259,6 +259,14 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert len(get(k, s, DRV)["Members"]) == 16
     assert get(k, s, "/redfish/v1/Chassis/chassis")["Drives"] == {"@odata.id": DRV}
     assert get(k, s, STO + "/NVMe1/Volumes")["Members"] == []
+    assert get(k, s, STO + "/NVMe0/Controllers")["Members"] == [{"@odata.id": STO + "/NVMe0/Controllers/0"}]
+    c = get(k, s, STO + "/NVMe11/Controllers/0")
+    assert (c["Model"], c["Manufacturer"], c["SerialNumber"], c["FirmwareVersion"]) == (
+        "Micron_7450_MTFDKCC3T8TFR", "Micron", "2241393F04DD", "E2MU200")
+    assert c["SupportedDeviceProtocols"] == ["NVMe"] and c["Description"] == "driver nvme, PCI 0000:c6:00.0"
+    c = get(k, s, STO + "/SAS0/Controllers/0")
+    assert c["SupportedDeviceProtocols"] == ["SAS", "SATA"] and c["Description"] == "driver mpt3sas, PCI 0000:5e:00.0"
+    assert s.get(k.url + STO + "/SAS0/Controllers/1").status_code == 404
     sas = get(k, s, STO + "/SAS0?$expand=.")
     assert "mpt3sas" in sas["Description"] and "0000:5e:00.0" in sas["Description"]
     drives = sas["Drives"]

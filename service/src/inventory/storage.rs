@@ -417,7 +417,8 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
         if smart {
             add_smart(host, &mut drive, &format!("/dev/{c}"));
         }
-        let pci = resolve(host, &format!("{cp}/device")).rsplit('/').next().filter(|s| is_pci_addr(s)).map(String::from);
+        let real = resolve(host, &cp);
+        let pci = resolve(host, &format!("{real}/device")).rsplit('/').next().filter(|s| is_pci_addr(s)).map(String::from);
         out.push(Controller {
             id: format!("NVMe{}", &c[4..]),
             kind: Kind::NVMe,

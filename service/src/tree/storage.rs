@@ -2,7 +2,7 @@
 
 use super::systems::{CHASSIS, SYSTEM};
 use super::{collection, link, Req, Tree};
-use crate::inventory::storage::{Controller, Drive};
+use crate::inventory::storage::{Controller, Drive, Kind};
 use crate::messages::{RfError, RfResult};
 use crate::privilege::LOGIN;
 use crate::types;
@@ -13,6 +13,8 @@ const SYS_PATTERN: &str = "/redfish/v1/Systems/{ComputerSystemId}/Storage";
 pub fn register(t: &mut Tree) {
     t.add(Tree::route(SYS_PATTERN, "StorageCollection", Some(types::STORAGE_COLLECTION)).get(LOGIN, storage_list));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}", "Storage", Some(types::STORAGE)).get(LOGIN, storage));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Controllers", "StorageControllerCollection", Some(types::STORAGE_CONTROLLER_COLLECTION)).get(LOGIN, controllers));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Controllers/{StorageControllerId}", "StorageController", Some(types::STORAGE_CONTROLLER)).get(LOGIN, controller));
     // Drives live under the chassis (the Storage-relative URI is deprecated in Drive v1.x).
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives", "DriveCollection", Some(types::DRIVE_COLLECTION)).get(LOGIN, drive_list));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives/{DriveId}", "Drive", Some(types::DRIVE)).get(LOGIN, drive));
@@ -62,11 +64,11 @@ async fn storage(r: Req) -> RfResult<Value> {
         let drives: Vec<Value> = c.drives.iter().map(|d| link(drive_uri(d))).collect();
         let rollup = if c.drives.iter().any(|d| health(d) == "Critical") { "Critical" } else { "OK" };
         let what = match c.kind {
-            crate::inventory::storage::Kind::NVMe => "NVMe controller",
-            crate::inventory::storage::Kind::SATA => "SATA (AHCI) controller",
-            crate::inventory::storage::Kind::SAS => "SAS host bus adapter",
-            crate::inventory::storage::Kind::Virtio => "virtio block device",
-            crate::inventory::storage::Kind::Other => "storage controller",
+            Kind::NVMe => "NVMe controller",
+            Kind::SATA => "SATA (AHCI) controller",
+            Kind::SAS => "SAS host bus adapter",
+            Kind::Virtio => "virtio block device",
+            Kind::Other => "storage controller",
         };
         let mut desc = what.to_string();
         if let Some(d) = &c.driver {
@@ -83,6 +85,7 @@ async fn storage(r: Req) -> RfResult<Value> {
             "Drives@odata.count": drives.len(),
             "Drives": drives,
             "Volumes": link(format!("{uri}/Volumes")),
+            "Controllers": link(format!("{uri}/Controllers")),
         }))
     })
 }
@@ -150,6 +153,57 @@ async fn drive(r: Req) -> RfResult<Value> {
         }
         Ok(v)
     }
+}
+
+async fn controllers(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| Ok(collection("Storage Controller Collection", [format!("{}/{}/Controllers/0", base(), c.id)])))
+}
+
+/// The controller of a Storage (one each: an NVMe controller, an HBA, a virtio device).
+async fn controller(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| {
+        if r.param(2) != "0" {
+            return Err(RfError::resource_not_found("StorageController", r.param(2)));
+        }
+        let mut v = json!({
+            "Id": "0",
+            "Name": format!("{} controller", c.id),
+            "Status": { "State": "Enabled", "Health": "OK" },
+        });
+        let mut desc = vec![];
+        if let Some(d) = &c.driver {
+            desc.push(format!("driver {d}"));
+        }
+        if let Some(p) = &c.pci {
+            desc.push(format!("PCI {p}"));
+            v["SupportedControllerProtocols"] = json!(["PCIe"]);
+        }
+        if !desc.is_empty() {
+            v["Description"] = json!(desc.join(", "));
+        }
+        let devices: &[&str] = match c.kind {
+            Kind::NVMe => &["NVMe"],
+            Kind::SATA => &["SATA"],
+            Kind::SAS => &["SAS", "SATA"],
+            Kind::Virtio | Kind::Other => &[],
+        };
+        if !devices.is_empty() {
+            v["SupportedDeviceProtocols"] = json!(devices);
+        }
+        if let Some(m) = &c.model {
+            v["Model"] = json!(m);
+            if let Some(x) = c.drives.first().and_then(|d| d.manufacturer.clone()).filter(|_| c.kind == Kind::NVMe) {
+                v["Manufacturer"] = json!(x);
+            }
+        }
+        if let Some(x) = &c.serial {
+            v["SerialNumber"] = json!(x);
+        }
+        if let Some(x) = &c.firmware {
+            v["FirmwareVersion"] = json!(x);
+        }
+        Ok(v)
+    })
 }
 
 async fn volumes(r: Req) -> RfResult<Value> {
