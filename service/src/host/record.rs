@@ -67,27 +67,37 @@ fn copy_entry(src: &Path, dst: &Path, depth: usize, follow: bool) -> io::Result<
 /// Record `host` (normally the live machine) into `dir`; returns how many files and commands.
 pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
     fs::create_dir_all(dir)?;
-    let dynamic = crate::inventory::storage::captures(host);
-    for (path, depth) in FILES.iter().map(|c| (c.path, c.depth)).chain(dynamic.iter().map(|(p, d)| (p.as_str(), *d))) {
-        let src = host.path(path);
+    for c in FILES {
+        let src = host.path(c.path);
         if fs::symlink_metadata(&src).is_err() {
             continue;
         }
-        let dst = dir.join(path.trim_start_matches('/'));
+        let dst = dir.join(c.path.trim_start_matches('/'));
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
         }
-        let _ = copy_entry(&src, &dst, depth, true);
+        let _ = copy_entry(&src, &dst, c.depth, true);
+    }
+    // Storage: the sysfs device directories the disks of this machine lead to.
+    for (path, depth) in crate::inventory::storage::captures(host) {
+        let (src, dst) = (host.path(&path), dir.join(path.trim_start_matches('/')));
+        if fs::symlink_metadata(&src).is_ok() {
+            fs::create_dir_all(dst.parent().unwrap_or(dir))?;
+            let _ = copy_entry(&src, &dst, depth, true);
+        }
     }
     let cmd_dir = dir.join(COMMANDS_DIR);
     fs::create_dir_all(&cmd_dir)?;
     let mut commands = 0;
-    let dynamic = crate::inventory::storage::commands(host);
-    let dynamic = dynamic.iter().map(|(p, a)| (p.as_str(), a.iter().map(String::as_str).collect::<Vec<_>>()));
-    for (prog, args) in COMMANDS.iter().map(|(p, a)| (*p, a.to_vec())).chain(dynamic) {
-        let (prog, args) = (&prog, &args[..]);
+    for (prog, args) in COMMANDS {
         let out: CmdOutput = host.run(prog, args);
         fs::write(cmd_dir.join(command_key(prog, args)), serde_json::to_vec_pretty(&out)?)?;
+        commands += 1;
+    }
+    // Storage: smartctl for each drive.
+    for (prog, args) in crate::inventory::storage::commands(host) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fs::write(cmd_dir.join(command_key(&prog, &args)), serde_json::to_vec_pretty(&host.run(&prog, &args))?)?;
         commands += 1;
     }
     let files = walk_count(dir);
