@@ -221,6 +221,13 @@ def make_failing_server(root):
             (194, "Temperature_Celsius", 36, 0, "", 36)], passed=not bad, status=24 if bad else 0))
 
 
+def make_degraded_server(root):
+    """The failing server with smartctl printing garbage for one drive and missing for the other."""
+    make_failing_server(root)
+    smartctl(root, "sda", 4, "\x00\x17garbage {not json")
+    (root / ".keel-commands/smartctl__--json=c__-a__+dev+sdb.json").unlink()
+
+
 # ----------------------------------------------------------------------------- tests
 
 def get(k, s, path):
@@ -317,9 +324,7 @@ def test_smart_failure_is_critical_and_named(keeld_factory, tmp_path):
 
 def test_bad_smartctl_output_degrades_only_that_drive(keeld_factory, tmp_path):
     root = tmp_path / "odd"
-    make_failing_server(root)
-    smartctl(root, "sda", 4, "\x00\x17garbage {not json")   # garbage, non-zero exit
-    (root / ".keel-commands/smartctl__--json=c__-a__+dev+sdb.json").unlink()  # smartctl missing
+    make_degraded_server(root)  # sda: garbage and a non-zero exit; sdb: smartctl missing
     k = keeld_factory("--host-root", str(root))
     s = k.admin()
     for name in ("sda", "sdb"):
@@ -328,7 +333,11 @@ def test_bad_smartctl_output_degrades_only_that_drive(keeld_factory, tmp_path):
         assert d["CapacityBytes"] == 7814037168 * 512 and d["MediaType"] == "HDD"
         assert "FailurePredicted" not in d and "PredictedMediaLifeLeftPercent" not in d
         assert d["Status"]["Health"] == "OK"
-    assert "no SMART data" in k.logs()
+        [c] = d["Status"]["Conditions"]
+        assert c["MessageId"] == "ResourceEvent.1.4.ResourceErrorsDetected" and c["MessageArgs"][0] == "FailurePredicted"
+    assert "without readable JSON" in get(k, s, DRV + "/sda")["Status"]["Conditions"][0]["Message"]
+    assert "not available" in get(k, s, DRV + "/sdb")["Status"]["Conditions"][0]["Message"]
+    assert k.logs().count("no SMART data") == 2, "logged once per drive"
 
 
 def test_device_vanishing_mid_read(keeld_factory, tmp_path):
@@ -370,8 +379,8 @@ def validator():
     return None
 
 
-@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server, None],
-                         ids=["nvme_sas_server", "edge_box", "failing_server", "live"])
+@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server, make_degraded_server, None],
+                         ids=["nvme_sas_server", "edge_box", "failing_server", "degraded_server", "live"])
 def test_service_validator_on_storage_fixtures(maker, keeld_factory, tmp_path):
     rsv = validator()
     if not rsv:

@@ -145,6 +145,17 @@ async fn drive(r: Req) -> RfResult<Value> {
                 }]);
             }
         }
+        if let Some(e) = &d.smart_error {
+            // SMART could not be read: the SMART properties are left out, and Status says why.
+            v["Status"]["Conditions"] = json!([{
+                "MessageId": "ResourceEvent.1.4.ResourceErrorsDetected",
+                "MessageArgs": ["FailurePredicted", e],
+                "Message": format!("The resource property FailurePredicted has detected errors of type '{e}'."),
+                "Severity": "OK",
+                "Resolution": "Install smartmontools (smartctl 7 or later) and check that the drive answers SMART commands.",
+                "OriginOfCondition": link(uri.clone()),
+            }]);
+        }
         let vols: Vec<Value> = c.volumes.iter().filter(|x| x.drives.contains(&d.id)).map(|x| link(format!("{}/{}/Volumes/{}", base(), c.id, x.id))).collect();
         v["Links"] = json!({ "Storage": link(format!("{}/{}", base(), c.id)) });
         if !vols.is_empty() {
