@@ -119,6 +119,7 @@ def make_nvme_sas_server(root):
         symlink(root, f"{ctrl}/device", pdev)
         symlink(root, f"/sys/class/nvme/nvme{n}", ctrl)
         block(root, f"{ctrl}/nvme{n}n1", f"nvme{n}n1", NVME_BYTES // 512)
+        write(root, f"{ctrl}/nvme{n}n1/wwid", f"eui.36344730528{n:05d}2500253845000001")
         smartctl(root, f"nvme{n}", 0, nvme_json(f"nvme{n}", model, serial, fw, NVME_BYTES, used=n, temp=34 + n))
     # A LUKS2 mapping on nvme0n1p2.
     part = "/sys/devices/pci0000:40/0000:40:01.0/0000:41:00.0/nvme/nvme0/nvme0n1/nvme0n1p2"
@@ -142,6 +143,7 @@ def make_nvme_sas_server(root):
         write(root, f"{sdev}/vendor", "SEAGATE ")
         write(root, f"{sdev}/model", "ST18000NM004J   ")
         write(root, f"{sdev}/rev", "E004")
+        write(root, f"{sdev}/wwid", f"naa.5000c500d5a3b1c{i}")
         write(root, f"{sdev}/vpd_pg80", bytes([0, 0x80, 0, len(serial)]) + serial.encode())
         bdev = f"{sdev}/block/{name}"
         block(root, bdev, name, 35156656128, 512, 4096, rotational=1)
@@ -252,6 +254,7 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert (d["CapacityBytes"], d["BlockSizeBytes"], d["MediaType"], d["Protocol"]) == (NVME_BYTES, 512, "SSD", "NVMe")
     assert (d["PredictedMediaLifeLeftPercent"], d["FailurePredicted"]) == (100, False)
     assert d["Status"] == {"State": "Enabled", "Health": "OK"} and "RotationSpeedRPM" not in d
+    assert d["Identifiers"] == [{"DurableNameFormat": "NGUID", "DurableName": "36344730528000002500253845000001"}]
     d = get(k, s, DRV + "/nvme11")
     assert (d["Model"], d["Manufacturer"], d["SerialNumber"], d["Revision"]) == (
         "Micron_7450_MTFDKCC3T8TFR", "Micron", "2241393F04DD", "E2MU200")
@@ -282,6 +285,7 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert (h["Manufacturer"], h["Model"], h["Revision"], h["SerialNumber"]) == ("Seagate", "ST18000NM004J", "E004", "ZR502K7H0000C21432WQ4")
     assert (h["CapacityBytes"], h["BlockSizeBytes"], h["MediaType"], h["Protocol"], h["RotationSpeedRPM"]) == (
         18000207937536, 512, "HDD", "SAS", 7200)
+    assert h["Identifiers"] == [{"DurableNameFormat": "NAA", "DurableName": "5000C500D5A3B1C2"}]
     assert h["FailurePredicted"] is False and h["Status"]["Health"] == "OK" and "PredictedMediaLifeLeftPercent" not in h
     assert s.get(k.url + DRV + "/nvme99").status_code == 404
     assert s.get(k.url + STO + "/NVMe99").status_code == 404

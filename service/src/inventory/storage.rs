@@ -71,6 +71,8 @@ pub struct Drive {
     pub smart: Option<Smart>,
     /// Why SMART data is missing, when it was asked for.
     pub smart_error: Option<String>,
+    /// A durable name: (Redfish DurableNameFormat, name), from the kernel's `wwid`.
+    pub durable_name: Option<(&'static str, String)>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -368,6 +370,16 @@ fn add_smart(host: &Host, d: &mut Drive, dev: &str) {
 /// The block-device facts of one disk (`sda`, `nvme0n1`).
 fn block_facts(host: &Host, disk: &str, d: &mut Drive) {
     let b = format!("/sys/block/{disk}");
+    d.durable_name = host.attr(&format!("{b}/wwid")).or_else(|| host.attr(&format!("{b}/device/wwid"))).and_then(|w| {
+        let (fmt, rest) = if let Some(r) = w.strip_prefix("naa.") {
+            ("NAA", r)
+        } else if let Some(r) = w.strip_prefix("eui.") {
+            if r.len() == 32 { ("NGUID", r) } else { ("EUI", r) }
+        } else {
+            return None;
+        };
+        (!rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit()) && rest.chars().any(|c| c != '0')).then(|| (fmt, rest.to_ascii_uppercase()))
+    });
     d.capacity_bytes = num(host, &format!("{b}/size")).map(|s| s * 512).filter(|s| *s > 0);
     d.block_size = num(host, &format!("{b}/queue/logical_block_size"));
     d.physical_block_size = num(host, &format!("{b}/queue/physical_block_size"));

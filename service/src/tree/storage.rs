@@ -130,6 +130,9 @@ async fn drive(r: Req) -> RfResult<Value> {
         opt(&mut v, "MediaType", d.media_type.map(Value::from));
         opt(&mut v, "Protocol", d.protocol.map(Value::from));
         opt(&mut v, "RotationSpeedRPM", d.rotation_rpm.map(Value::from));
+        if let Some((fmt, name)) = &d.durable_name {
+            v["Identifiers"] = json!([{ "DurableNameFormat": fmt, "DurableName": name }]);
+        }
         if let Some(s) = &d.smart {
             v["FailurePredicted"] = json!(s.failing);
             opt(&mut v, "PredictedMediaLifeLeftPercent", s.life_left_percent.map(Value::from));
