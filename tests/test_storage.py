@@ -120,7 +120,7 @@ def make_nvme_sas_server(root):
         symlink(root, f"/sys/class/nvme/nvme{n}", ctrl)
         block(root, f"{ctrl}/nvme{n}n1", f"nvme{n}n1", NVME_BYTES // 512)
         write(root, f"{ctrl}/nvme{n}n1/wwid", f"eui.36344730528{n:05d}2500253845000001")
-        smartctl(root, f"nvme{n}", 0, nvme_json(f"nvme{n}", model, serial, fw, NVME_BYTES, used=n, temp=34 + n))
+        smartctl(root, f"nvme{n}", 0, nvme_json(f"nvme{n}", model, serial, fw, NVME_BYTES, used=93 if n == 11 else n, temp=34 + n))
     # A LUKS2 mapping on nvme0n1p2.
     part = "/sys/devices/pci0000:40/0000:40:01.0/0000:41:00.0/nvme/nvme0/nvme0n1/nvme0n1p2"
     write(root, f"{part}/size", "7499378688")
@@ -258,7 +258,12 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     d = get(k, s, DRV + "/nvme11")
     assert (d["Model"], d["Manufacturer"], d["SerialNumber"], d["Revision"]) == (
         "Micron_7450_MTFDKCC3T8TFR", "Micron", "2241393F04DD", "E2MU200")
-    assert d["PredictedMediaLifeLeftPercent"] == 89
+    # Worn out (93 % used): Warning, with the StorageDevice message, and the Storage rolls it up.
+    assert (d["PredictedMediaLifeLeftPercent"], d["FailurePredicted"], d["Status"]["Health"]) == (7, False, "Warning")
+    [c] = d["Status"]["Conditions"]
+    assert c["MessageId"] == "StorageDevice.1.5.DrivePredictedMediaLifeLow" and c["MessageArgs"][1:] == ["7", "10"]
+    assert get(k, s, STO + "/NVMe11")["Status"]["HealthRollup"] == "Warning"
+    assert get(k, s, DRV + "/nvme10")["PredictedMediaLifeLeftPercent"] == 90
     # The LUKS2 volume sits on the first drive.
     vols = get(k, s, STO + "/NVMe0/Volumes")["Members"]
     assert vols == [{"@odata.id": STO + "/NVMe0/Volumes/luks-data"}]

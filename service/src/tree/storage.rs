@@ -44,11 +44,14 @@ fn drive_uri(d: &Drive) -> String {
     format!("{CHASSIS}/Drives/{}", d.id)
 }
 
+/// Below this much predicted media life left, a drive's health is Warning.
+const LIFE_LOW_PERCENT: u64 = 10;
+
 fn health(d: &Drive) -> &'static str {
-    if d.smart.as_ref().is_some_and(|s| s.failing) {
-        "Critical"
-    } else {
-        "OK"
+    match &d.smart {
+        Some(s) if s.failing => "Critical",
+        Some(s) if s.life_left_percent.is_some_and(|l| l <= LIFE_LOW_PERCENT) => "Warning",
+        _ => "OK",
     }
 }
 
@@ -62,7 +65,14 @@ async fn storage(r: Req) -> RfResult<Value> {
     with_ctrl(&r, |c| {
         let uri = format!("{}/{}", base(), c.id);
         let drives: Vec<Value> = c.drives.iter().map(|d| link(drive_uri(d))).collect();
-        let rollup = if c.drives.iter().any(|d| health(d) == "Critical") { "Critical" } else { "OK" };
+        let worst = |h: &str| c.drives.iter().any(|d| health(d) == h);
+        let rollup = if worst("Critical") {
+            "Critical"
+        } else if worst("Warning") {
+            "Warning"
+        } else {
+            "OK"
+        };
         let what = match c.kind {
             Kind::NVMe => "NVMe controller",
             Kind::SATA => "SATA (AHCI) controller",
@@ -144,6 +154,16 @@ async fn drive(r: Req) -> RfResult<Value> {
                     "Message": format!("A failure condition for the drive located in '{location}' was detected. SMART: {}.", s.failures.join("; ")),
                     "Severity": "Critical",
                     "Resolution": "Back up the data on this drive and replace it.",
+                    "OriginOfCondition": link(uri.clone()),
+                }]);
+            } else if let Some(life) = s.life_left_percent.filter(|l| *l <= LIFE_LOW_PERCENT) {
+                let location = format!("Storage {} drive {}", c.id, d.id);
+                v["Status"]["Conditions"] = json!([{
+                    "MessageId": "StorageDevice.1.5.DrivePredictedMediaLifeLow",
+                    "MessageArgs": [location, life.to_string(), LIFE_LOW_PERCENT.to_string()],
+                    "Message": format!("The drive located at `{location}` has a predicted media life left of {life} percent and is below the specified threhsold of {LIFE_LOW_PERCENT} percent."),
+                    "Severity": "Warning",
+                    "Resolution": "Replace the drive before the predicted media life left reaches 0%.",
                     "OriginOfCondition": link(uri.clone()),
                 }]);
             }
