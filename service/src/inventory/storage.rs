@@ -10,6 +10,7 @@ pub enum Kind {
     NVMe,
     SATA,
     SAS,
+    USB,
     Virtio,
     Other,
 }
@@ -21,6 +22,7 @@ impl Kind {
             Kind::NVMe => "NVMe",
             Kind::SATA => "SATA",
             Kind::SAS => "SAS",
+            Kind::USB => "USB",
             Kind::Virtio => "virtio",
             Kind::Other => "Storage",
         }
@@ -31,6 +33,7 @@ impl Kind {
             Kind::NVMe => Some("NVMe"),
             Kind::SATA => Some("SATA"),
             Kind::SAS => Some("SAS"),
+            Kind::USB => Some("USB"),
             Kind::Virtio | Kind::Other => None,
         }
     }
@@ -285,6 +288,8 @@ fn disks(host: &Host) -> Vec<String> {
     host.list("/sys/block")
         .into_iter()
         .filter(|n| !["loop", "ram", "zram", "dm-", "md", "sr", "nbd", "fd"].iter().any(|p| n.starts_with(p)))
+        // eMMC hardware partitions are not disks of their own.
+        .filter(|n| !(n.starts_with("mmcblk") && (n.contains("boot") || n.ends_with("rpmb"))))
         .collect()
 }
 
@@ -458,6 +463,7 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
             let kind = match driver.as_deref() {
                 Some("ahci" | "ata_piix" | "sata_nv" | "sata_sil24" | "sata_via" | "pata_acpi") => Kind::SATA,
                 Some("mpt3sas" | "mpt2sas" | "megaraid_sas" | "smartpqi" | "hpsa" | "aacraid" | "mpi3mr" | "isci" | "pm80xx" | "mvsas") => Kind::SAS,
+                _ if real.split('/').any(|p| p.starts_with("usb") && p[3..].chars().all(|c| c.is_ascii_digit())) => Kind::USB,
                 _ if real.contains("/ata") => Kind::SATA,
                 _ => Kind::Other,
             };
@@ -586,6 +592,27 @@ mod tests {
         assert_eq!(nvme_ctrl("sda"), None);
         assert!(is_pci_addr("0000:3b:00.0"));
         assert!(!is_pci_addr("pci0000:00"));
+    }
+
+    #[test]
+    fn usb_disks_and_emmc_partitions() {
+        let dir = std::env::temp_dir().join(format!("keel-sto-usb-{}", uuid::Uuid::new_v4()));
+        let usb = "sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0";
+        for (p, v) in [(format!("{usb}/block/sdb/size"), "60062500"), (format!("{usb}/vendor"), "SanDisk"), (format!("{usb}/model"), "Extreme Pro")] {
+            std::fs::create_dir_all(dir.join(&p).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(&p), v).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("sys/block")).unwrap();
+        std::os::unix::fs::symlink(format!("../{}/block/sdb", &usb[4..]), dir.join("sys/block/sdb")).unwrap();
+        std::os::unix::fs::symlink("../../../6:0:0:0", dir.join(format!("{usb}/block/sdb/device"))).unwrap();
+        for n in ["mmcblk0boot0", "mmcblk0rpmb"] {
+            std::fs::create_dir_all(dir.join("sys/devices/virtual/block").join(n)).unwrap();
+            std::os::unix::fs::symlink(format!("../devices/virtual/block/{n}"), dir.join("sys/block").join(n)).unwrap();
+        }
+        let c = controllers(&Host::fixture(&dir), false);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].id.as_str(), c[0].drives[0].protocol, c[0].drives[0].manufacturer.as_deref()), ("USB0", Some("USB"), Some("SanDisk")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -77,6 +77,7 @@ async fn storage(r: Req) -> RfResult<Value> {
             Kind::NVMe => "NVMe controller",
             Kind::SATA => "SATA (AHCI) controller",
             Kind::SAS => "SAS host bus adapter",
+            Kind::USB => "USB mass storage",
             Kind::Virtio => "virtio block device",
             Kind::Other => "storage controller",
         };
@@ -219,6 +220,7 @@ async fn controller(r: Req) -> RfResult<Value> {
             Kind::NVMe => &["NVMe"],
             Kind::SATA => &["SATA"],
             Kind::SAS => &["SAS", "SATA"],
+            Kind::USB => &["USB"],
             Kind::Virtio | Kind::Other => &[],
         };
         if !devices.is_empty() {
