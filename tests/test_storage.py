@@ -7,6 +7,7 @@ Each fixture is built here the way the kernel lays out sysfs (absolute /sys/devi
 import json
 import re
 import os
+import sys
 import pathlib
 import shutil
 import subprocess
@@ -119,7 +120,8 @@ def make_nvme_sas_server(root):
         symlink(root, f"{ctrl}/device", pdev)
         symlink(root, f"/sys/class/nvme/nvme{n}", ctrl)
         block(root, f"{ctrl}/nvme{n}n1", f"nvme{n}n1", NVME_BYTES // 512)
-        smartctl(root, f"nvme{n}", 0, nvme_json(f"nvme{n}", model, serial, fw, NVME_BYTES, used=n, temp=34 + n))
+        write(root, f"{ctrl}/nvme{n}n1/wwid", f"eui.36344730528{n:05d}2500253845000001")
+        smartctl(root, f"nvme{n}", 0, nvme_json(f"nvme{n}", model, serial, fw, NVME_BYTES, used=93 if n == 11 else n, temp=34 + n))
     # A LUKS2 mapping on nvme0n1p2.
     part = "/sys/devices/pci0000:40/0000:40:01.0/0000:41:00.0/nvme/nvme0/nvme0n1/nvme0n1p2"
     write(root, f"{part}/size", "7499378688")
@@ -142,6 +144,7 @@ def make_nvme_sas_server(root):
         write(root, f"{sdev}/vendor", "SEAGATE ")
         write(root, f"{sdev}/model", "ST18000NM004J   ")
         write(root, f"{sdev}/rev", "E004")
+        write(root, f"{sdev}/wwid", f"naa.5000c500d5a3b1c{i}")
         write(root, f"{sdev}/vpd_pg80", bytes([0, 0x80, 0, len(serial)]) + serial.encode())
         bdev = f"{sdev}/block/{name}"
         block(root, bdev, name, 35156656128, 512, 4096, rotational=1)
@@ -221,6 +224,13 @@ def make_failing_server(root):
             (194, "Temperature_Celsius", 36, 0, "", 36)], passed=not bad, status=24 if bad else 0))
 
 
+def make_degraded_server(root):
+    """The failing server with smartctl printing garbage for one drive and missing for the other."""
+    make_failing_server(root)
+    smartctl(root, "sda", 4, "\x00\x17garbage {not json")
+    (root / ".keel-commands/smartctl__--json=c__-a__+dev+sdb.json").unlink()
+
+
 # ----------------------------------------------------------------------------- tests
 
 def get(k, s, path):
@@ -245,10 +255,16 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert (d["CapacityBytes"], d["BlockSizeBytes"], d["MediaType"], d["Protocol"]) == (NVME_BYTES, 512, "SSD", "NVMe")
     assert (d["PredictedMediaLifeLeftPercent"], d["FailurePredicted"]) == (100, False)
     assert d["Status"] == {"State": "Enabled", "Health": "OK"} and "RotationSpeedRPM" not in d
+    assert d["Identifiers"] == [{"DurableNameFormat": "NGUID", "DurableName": "36344730528000002500253845000001"}]
     d = get(k, s, DRV + "/nvme11")
     assert (d["Model"], d["Manufacturer"], d["SerialNumber"], d["Revision"]) == (
         "Micron_7450_MTFDKCC3T8TFR", "Micron", "2241393F04DD", "E2MU200")
-    assert d["PredictedMediaLifeLeftPercent"] == 89
+    # Worn out (93 % used): Warning, with the StorageDevice message, and the Storage rolls it up.
+    assert (d["PredictedMediaLifeLeftPercent"], d["FailurePredicted"], d["Status"]["Health"]) == (7, False, "Warning")
+    [c] = d["Status"]["Conditions"]
+    assert c["MessageId"] == "StorageDevice.1.5.DrivePredictedMediaLifeLow" and c["MessageArgs"][1:] == ["7", "10"]
+    assert get(k, s, STO + "/NVMe11")["Status"]["HealthRollup"] == "Warning"
+    assert get(k, s, DRV + "/nvme10")["PredictedMediaLifeLeftPercent"] == 90
     # The LUKS2 volume sits on the first drive.
     vols = get(k, s, STO + "/NVMe0/Volumes")["Members"]
     assert vols == [{"@odata.id": STO + "/NVMe0/Volumes/luks-data"}]
@@ -259,6 +275,14 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert len(get(k, s, DRV)["Members"]) == 16
     assert get(k, s, "/redfish/v1/Chassis/chassis")["Drives"] == {"@odata.id": DRV}
     assert get(k, s, STO + "/NVMe1/Volumes")["Members"] == []
+    assert get(k, s, STO + "/NVMe0/Controllers")["Members"] == [{"@odata.id": STO + "/NVMe0/Controllers/0"}]
+    c = get(k, s, STO + "/NVMe11/Controllers/0")
+    assert (c["Model"], c["Manufacturer"], c["SerialNumber"], c["FirmwareVersion"]) == (
+        "Micron_7450_MTFDKCC3T8TFR", "Micron", "2241393F04DD", "E2MU200")
+    assert c["SupportedDeviceProtocols"] == ["NVMe"] and c["Description"] == "driver nvme, PCI 0000:c6:00.0"
+    c = get(k, s, STO + "/SAS0/Controllers/0")
+    assert c["SupportedDeviceProtocols"] == ["SAS", "SATA"] and c["Description"] == "driver mpt3sas, PCI 0000:5e:00.0"
+    assert s.get(k.url + STO + "/SAS0/Controllers/1").status_code == 404
     sas = get(k, s, STO + "/SAS0?$expand=.")
     assert "mpt3sas" in sas["Description"] and "0000:5e:00.0" in sas["Description"]
     drives = sas["Drives"]
@@ -267,6 +291,7 @@ def test_nvme_and_sas_server(keeld_factory, tmp_path):
     assert (h["Manufacturer"], h["Model"], h["Revision"], h["SerialNumber"]) == ("Seagate", "ST18000NM004J", "E004", "ZR502K7H0000C21432WQ4")
     assert (h["CapacityBytes"], h["BlockSizeBytes"], h["MediaType"], h["Protocol"], h["RotationSpeedRPM"]) == (
         18000207937536, 512, "HDD", "SAS", 7200)
+    assert h["Identifiers"] == [{"DurableNameFormat": "NAA", "DurableName": "5000C500D5A3B1C2"}]
     assert h["FailurePredicted"] is False and h["Status"]["Health"] == "OK" and "PredictedMediaLifeLeftPercent" not in h
     assert s.get(k.url + DRV + "/nvme99").status_code == 404
     assert s.get(k.url + STO + "/NVMe99").status_code == 404
@@ -309,9 +334,7 @@ def test_smart_failure_is_critical_and_named(keeld_factory, tmp_path):
 
 def test_bad_smartctl_output_degrades_only_that_drive(keeld_factory, tmp_path):
     root = tmp_path / "odd"
-    make_failing_server(root)
-    smartctl(root, "sda", 4, "\x00\x17garbage {not json")   # garbage, non-zero exit
-    (root / ".keel-commands/smartctl__--json=c__-a__+dev+sdb.json").unlink()  # smartctl missing
+    make_degraded_server(root)  # sda: garbage and a non-zero exit; sdb: smartctl missing
     k = keeld_factory("--host-root", str(root))
     s = k.admin()
     for name in ("sda", "sdb"):
@@ -320,7 +343,11 @@ def test_bad_smartctl_output_degrades_only_that_drive(keeld_factory, tmp_path):
         assert d["CapacityBytes"] == 7814037168 * 512 and d["MediaType"] == "HDD"
         assert "FailurePredicted" not in d and "PredictedMediaLifeLeftPercent" not in d
         assert d["Status"]["Health"] == "OK"
-    assert "no SMART data" in k.logs()
+        [c] = d["Status"]["Conditions"]
+        assert c["MessageId"] == "ResourceEvent.1.4.ResourceErrorsDetected" and c["MessageArgs"][0] == "FailurePredicted"
+    assert "without readable JSON" in get(k, s, DRV + "/sda")["Status"]["Conditions"][0]["Message"]
+    assert "not available" in get(k, s, DRV + "/sdb")["Status"]["Conditions"][0]["Message"]
+    assert k.logs().count("no SMART data") == 2, "logged once per drive"
 
 
 def test_device_vanishing_mid_read(keeld_factory, tmp_path):
@@ -356,18 +383,20 @@ def test_recording_this_machine_serves_the_same_storage(keeld, keeld_factory, tm
 # ----------------------------------------------------------------------------- Service Validator
 
 def validator():
-    for p in (os.environ.get("RF_SERVICE_VALIDATOR"), "/tmp/rfvenv/bin/rf_service_validator", shutil.which("rf_service_validator")):
+    # The test venv's own validator (scripts/setup.sh installs it), else one on PATH.
+    here = os.path.join(os.path.dirname(sys.executable), "rf_service_validator")
+    for p in (os.environ.get("RF_SERVICE_VALIDATOR"), here, shutil.which("rf_service_validator")):
         if p and os.path.exists(p):
             return p
     return None
 
 
-@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server, None],
-                         ids=["nvme_sas_server", "edge_box", "failing_server", "live"])
+@pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server, make_degraded_server, None],
+                         ids=["nvme_sas_server", "edge_box", "failing_server", "degraded_server", "live"])
 def test_service_validator_on_storage_fixtures(maker, keeld_factory, tmp_path):
     rsv = validator()
     if not rsv:
-        pytest.skip("rf_service_validator is not installed")
+        pytest.fail("rf_service_validator is not installed: run scripts/setup.sh (or set RF_SERVICE_VALIDATOR)")
     if maker is None:
         k = keeld_factory()
     else:

@@ -98,6 +98,8 @@ types! {
     SOFTWARE_INVENTORY_COLLECTION = RfType::collection("SoftwareInventoryCollection");
     STORAGE = RfType::new("Storage", "v1_21_0");
     STORAGE_COLLECTION = RfType::collection("StorageCollection");
+    STORAGE_CONTROLLER = RfType::new("StorageController", "v1_11_0");
+    STORAGE_CONTROLLER_COLLECTION = RfType::collection("StorageControllerCollection");
     DRIVE = RfType::new("Drive", "v1_22_0");
     DRIVE_COLLECTION = RfType::collection("DriveCollection");
     VOLUME = RfType::new("Volume", "v1_10_2");

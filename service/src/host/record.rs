@@ -122,12 +122,15 @@ pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
     let cmd_dir = dir.join(COMMANDS_DIR);
     fs::create_dir_all(&cmd_dir)?;
     let mut commands = 0;
-    let dynamic = crate::inventory::storage::commands(host);
-    let dynamic = dynamic.iter().map(|(p, a)| (p.as_str(), a.iter().map(String::as_str).collect::<Vec<_>>()));
-    for (prog, args) in COMMANDS.iter().map(|(p, a)| (*p, a.to_vec())).chain(dynamic) {
-        let (prog, args) = (&prog, &args[..]);
+    for (prog, args) in COMMANDS {
         let out: CmdOutput = host.run(prog, args);
         fs::write(cmd_dir.join(command_key(prog, args)), serde_json::to_vec_pretty(&out)?)?;
+        commands += 1;
+    }
+    // Storage: smartctl for each drive.
+    for (prog, args) in crate::inventory::storage::commands(host) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fs::write(cmd_dir.join(command_key(&prog, &args)), serde_json::to_vec_pretty(&host.run(&prog, &args))?)?;
         commands += 1;
     }
     let files = walk_count(dir);

@@ -10,6 +10,7 @@ pub enum Kind {
     NVMe,
     SATA,
     SAS,
+    USB,
     Virtio,
     Other,
 }
@@ -21,6 +22,7 @@ impl Kind {
             Kind::NVMe => "NVMe",
             Kind::SATA => "SATA",
             Kind::SAS => "SAS",
+            Kind::USB => "USB",
             Kind::Virtio => "virtio",
             Kind::Other => "Storage",
         }
@@ -31,6 +33,7 @@ impl Kind {
             Kind::NVMe => Some("NVMe"),
             Kind::SATA => Some("SATA"),
             Kind::SAS => Some("SAS"),
+            Kind::USB => Some("USB"),
             Kind::Virtio | Kind::Other => None,
         }
     }
@@ -71,6 +74,8 @@ pub struct Drive {
     pub smart: Option<Smart>,
     /// Why SMART data is missing, when it was asked for.
     pub smart_error: Option<String>,
+    /// A durable name: (Redfish DurableNameFormat, name), from the kernel's `wwid`.
+    pub durable_name: Option<(&'static str, String)>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -283,6 +288,8 @@ fn disks(host: &Host) -> Vec<String> {
     host.list("/sys/block")
         .into_iter()
         .filter(|n| !["loop", "ram", "zram", "dm-", "md", "sr", "nbd", "fd"].iter().any(|p| n.starts_with(p)))
+        // eMMC hardware partitions are not disks of their own.
+        .filter(|n| !(n.starts_with("mmcblk") && (n.contains("boot") || n.ends_with("rpmb"))))
         .collect()
 }
 
@@ -368,6 +375,16 @@ fn add_smart(host: &Host, d: &mut Drive, dev: &str) {
 /// The block-device facts of one disk (`sda`, `nvme0n1`).
 fn block_facts(host: &Host, disk: &str, d: &mut Drive) {
     let b = format!("/sys/block/{disk}");
+    d.durable_name = host.attr(&format!("{b}/wwid")).or_else(|| host.attr(&format!("{b}/device/wwid"))).and_then(|w| {
+        let (fmt, rest) = if let Some(r) = w.strip_prefix("naa.") {
+            ("NAA", r)
+        } else if let Some(r) = w.strip_prefix("eui.") {
+            if r.len() == 32 { ("NGUID", r) } else { ("EUI", r) }
+        } else {
+            return None;
+        };
+        (!rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit()) && rest.chars().any(|c| c != '0')).then(|| (fmt, rest.to_ascii_uppercase()))
+    });
     d.capacity_bytes = num(host, &format!("{b}/size")).map(|s| s * 512).filter(|s| *s > 0);
     d.block_size = num(host, &format!("{b}/queue/logical_block_size"));
     d.physical_block_size = num(host, &format!("{b}/queue/physical_block_size"));
@@ -417,7 +434,8 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
         if smart {
             add_smart(host, &mut drive, &format!("/dev/{c}"));
         }
-        let pci = resolve(host, &format!("{cp}/device")).rsplit('/').next().filter(|s| is_pci_addr(s)).map(String::from);
+        let real = resolve(host, &cp);
+        let pci = resolve(host, &format!("{real}/device")).rsplit('/').next().filter(|s| is_pci_addr(s)).map(String::from);
         out.push(Controller {
             id: format!("NVMe{}", &c[4..]),
             kind: Kind::NVMe,
@@ -445,6 +463,7 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
             let kind = match driver.as_deref() {
                 Some("ahci" | "ata_piix" | "sata_nv" | "sata_sil24" | "sata_via" | "pata_acpi") => Kind::SATA,
                 Some("mpt3sas" | "mpt2sas" | "megaraid_sas" | "smartpqi" | "hpsa" | "aacraid" | "mpi3mr" | "isci" | "pm80xx" | "mvsas") => Kind::SAS,
+                _ if real.split('/').any(|p| p.starts_with("usb") && p[3..].chars().all(|c| c.is_ascii_digit())) => Kind::USB,
                 _ if real.contains("/ata") => Kind::SATA,
                 _ => Kind::Other,
             };
@@ -576,6 +595,27 @@ mod tests {
     }
 
     #[test]
+    fn usb_disks_and_emmc_partitions() {
+        let dir = std::env::temp_dir().join(format!("keel-sto-usb-{}", uuid::Uuid::new_v4()));
+        let usb = "sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0";
+        for (p, v) in [(format!("{usb}/block/sdb/size"), "60062500"), (format!("{usb}/vendor"), "SanDisk"), (format!("{usb}/model"), "Extreme Pro")] {
+            std::fs::create_dir_all(dir.join(&p).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(&p), v).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("sys/block")).unwrap();
+        std::os::unix::fs::symlink(format!("../{}/block/sdb", &usb[4..]), dir.join("sys/block/sdb")).unwrap();
+        std::os::unix::fs::symlink("../../../6:0:0:0", dir.join(format!("{usb}/block/sdb/device"))).unwrap();
+        for n in ["mmcblk0boot0", "mmcblk0rpmb"] {
+            std::fs::create_dir_all(dir.join("sys/devices/virtual/block").join(n)).unwrap();
+            std::os::unix::fs::symlink(format!("../devices/virtual/block/{n}"), dir.join("sys/block").join(n)).unwrap();
+        }
+        let c = controllers(&Host::fixture(&dir), false);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].id.as_str(), c[0].drives[0].protocol, c[0].drives[0].manufacturer.as_deref()), ("USB0", Some("USB"), Some("SanDisk")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn smartctl_nvme_and_failures() {
         let (_, s) = parse_smartctl(0, r#"{"smartctl":{"exit_status":0},"smart_status":{"passed":true},"nvme_smart_health_information_log":{"critical_warning":0,"temperature":38,"percentage_used":3}}"#).unwrap();
         assert_eq!((s.failing, s.life_left_percent, s.temperature_c), (false, Some(97), Some(38)));
@@ -585,5 +625,73 @@ mod tests {
         assert!(parse_smartctl(4, "garbage").is_err());
         assert!(parse_smartctl(-1, "").is_err());
         assert!(parse_smartctl(2, r#"{"smartctl":{"exit_status":2}}"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    fn put(root: &Path, p: &str, v: &str) {
+        let p = root.join(p.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, v).unwrap();
+    }
+    fn ln(root: &Path, p: &str, target: &str) {
+        let p = root.join(p.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        symlink(target, p).unwrap();
+    }
+
+    #[test]
+    fn a_recorded_machine_gives_the_same_storage() {
+        let src = std::env::temp_dir().join(format!("keel-sto-src-{}", uuid::Uuid::new_v4()));
+        let dst = std::env::temp_dir().join(format!("keel-sto-dst-{}", uuid::Uuid::new_v4()));
+        // An NVMe drive with a LUKS2 partition, and a SATA SSD on AHCI.
+        let nv = "/sys/devices/pci0000:40/0000:40:01.1/0000:41:00.0";
+        ln(&src, &format!("{nv}/driver"), "../../../../bus/pci/drivers/nvme");
+        put(&src, &format!("{nv}/nvme/nvme0/model"), "SAMSUNG MZQL23T8HCLS-00A07\n");
+        put(&src, &format!("{nv}/nvme/nvme0/serial"), "S64HNE0T801234\n");
+        put(&src, &format!("{nv}/nvme/nvme0/firmware_rev"), "GDC5602Q\n");
+        ln(&src, &format!("{nv}/nvme/nvme0/device"), "../../../0000:41:00.0");
+        put(&src, &format!("{nv}/nvme/nvme0/nvme0n1/size"), "7501476528\n");
+        put(&src, &format!("{nv}/nvme/nvme0/nvme0n1/queue/logical_block_size"), "512\n");
+        put(&src, &format!("{nv}/nvme/nvme0/nvme0n1/nvme0n1p2/size"), "7499378688\n");
+        ln(&src, "/sys/class/nvme/nvme0", "../../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0");
+        ln(&src, "/sys/block/nvme0n1", "../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0/nvme0n1");
+        put(&src, "/sys/devices/virtual/block/dm-0/size", "7499345920\n");
+        put(&src, "/sys/devices/virtual/block/dm-0/dm/name", "luks-data\n");
+        put(&src, "/sys/devices/virtual/block/dm-0/dm/uuid", "CRYPT-LUKS2-6f1d3c8e4b2a4d7f9e0c1b2a3d4e5f60-luks-data\n");
+        ln(&src, "/sys/devices/virtual/block/dm-0/slaves/nvme0n1p2", "../../../../pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0/nvme0n1/nvme0n1p2");
+        ln(&src, "/sys/block/dm-0", "../devices/virtual/block/dm-0");
+        let ahci = "/sys/devices/pci0000:00/0000:00:17.0";
+        ln(&src, &format!("{ahci}/driver"), "../../../bus/pci/drivers/ahci");
+        let sd = format!("{ahci}/ata1/host0/target0:0:0/0:0:0:0");
+        put(&src, &format!("{sd}/vendor"), "ATA     \n");
+        put(&src, &format!("{sd}/model"), "Samsung SSD 870 \n");
+        put(&src, &format!("{sd}/rev"), "2B6Q\n");
+        put(&src, &format!("{sd}/block/sda/size"), "976773168\n");
+        put(&src, &format!("{sd}/block/sda/queue/rotational"), "0\n");
+        ln(&src, &format!("{sd}/block/sda/device"), "../../../0:0:0:0");
+        ln(&src, "/sys/block/sda", "../devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda");
+        let cmd = src.join(crate::host::COMMANDS_DIR);
+        fs::create_dir_all(&cmd).unwrap();
+        let out = crate::host::CmdOutput { status: 0, stdout: r#"{"smartctl":{"exit_status":0},"smart_status":{"passed":true},"nvme_smart_health_information_log":{"critical_warning":0,"percentage_used":4}}"#.into() };
+        fs::write(cmd.join(crate::host::command_key("smartctl", &["--json=c", "-a", "/dev/nvme0"])), serde_json::to_vec(&out).unwrap()).unwrap();
+
+        let before = controllers(&Host::fixture(&src), true);
+        assert_eq!(before.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["NVMe0", "SATA0"]);
+        assert_eq!(before[0].pci.as_deref(), Some("0000:41:00.0"));
+        assert_eq!(before[0].volumes[0].id, "luks-data");
+        assert_eq!(before[0].drives[0].smart.as_ref().unwrap().life_left_percent, Some(96));
+        assert_eq!(before[1].driver.as_deref(), Some("ahci"));
+        crate::host::record::record(&Host::fixture(&src), &dst).unwrap();
+        let after = controllers(&Host::fixture(&dst), true);
+        assert_eq!(serde_json::to_value(&before).unwrap(), serde_json::to_value(&after).unwrap());
+        fs::remove_dir_all(&src).unwrap();
+        fs::remove_dir_all(&dst).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 
 use super::systems::{CHASSIS, SYSTEM};
 use super::{check_system, collection, link, put, Req, Tree};
-use crate::inventory::storage::{Controller, Drive};
+use crate::inventory::storage::{Controller, Drive, Kind};
 use crate::messages::{RfError, RfResult};
 use crate::privilege::LOGIN;
 use crate::types;
@@ -13,6 +13,8 @@ const SYS_PATTERN: &str = "/redfish/v1/Systems/{ComputerSystemId}/Storage";
 pub fn register(t: &mut Tree) {
     t.add(Tree::route(SYS_PATTERN, "StorageCollection", Some(types::STORAGE_COLLECTION)).get(LOGIN, storage_list));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}", "Storage", Some(types::STORAGE)).get(LOGIN, storage));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Controllers", "StorageControllerCollection", Some(types::STORAGE_CONTROLLER_COLLECTION)).get(LOGIN, controllers));
+    t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Controllers/{StorageControllerId}", "StorageController", Some(types::STORAGE_CONTROLLER)).get(LOGIN, controller));
     // Drives live under the chassis (the Storage-relative URI is deprecated in Drive v1.x).
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives", "DriveCollection", Some(types::DRIVE_COLLECTION)).get(LOGIN, drive_list));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives/{DriveId}", "Drive", Some(types::DRIVE)).get(LOGIN, drive));
@@ -36,11 +38,14 @@ fn drive_uri(d: &Drive) -> String {
     format!("{CHASSIS}/Drives/{}", d.id)
 }
 
+/// Below this much predicted media life left, a drive's health is Warning.
+const LIFE_LOW_PERCENT: u64 = 10;
+
 fn health(d: &Drive) -> &'static str {
-    if d.smart.as_ref().is_some_and(|s| s.failing) {
-        "Critical"
-    } else {
-        "OK"
+    match &d.smart {
+        Some(s) if s.failing => "Critical",
+        Some(s) if s.life_left_percent.is_some_and(|l| l <= LIFE_LOW_PERCENT) => "Warning",
+        _ => "OK",
     }
 }
 
@@ -54,13 +59,21 @@ async fn storage(r: Req) -> RfResult<Value> {
     with_ctrl(&r, |c| {
         let uri = format!("{}/{}", base(), c.id);
         let drives: Vec<Value> = c.drives.iter().map(|d| link(drive_uri(d))).collect();
-        let rollup = if c.drives.iter().any(|d| health(d) == "Critical") { "Critical" } else { "OK" };
+        let worst = |h: &str| c.drives.iter().any(|d| health(d) == h);
+        let rollup = if worst("Critical") {
+            "Critical"
+        } else if worst("Warning") {
+            "Warning"
+        } else {
+            "OK"
+        };
         let what = match c.kind {
-            crate::inventory::storage::Kind::NVMe => "NVMe controller",
-            crate::inventory::storage::Kind::SATA => "SATA (AHCI) controller",
-            crate::inventory::storage::Kind::SAS => "SAS host bus adapter",
-            crate::inventory::storage::Kind::Virtio => "virtio block device",
-            crate::inventory::storage::Kind::Other => "storage controller",
+            Kind::NVMe => "NVMe controller",
+            Kind::SATA => "SATA (AHCI) controller",
+            Kind::SAS => "SAS host bus adapter",
+            Kind::USB => "USB mass storage",
+            Kind::Virtio => "virtio block device",
+            Kind::Other => "storage controller",
         };
         let mut desc = what.to_string();
         if let Some(d) = &c.driver {
@@ -77,6 +90,7 @@ async fn storage(r: Req) -> RfResult<Value> {
             "Drives@odata.count": drives.len(),
             "Drives": drives,
             "Volumes": link(format!("{uri}/Volumes")),
+            "Controllers": link(format!("{uri}/Controllers")),
         }))
     })
 }
@@ -116,6 +130,9 @@ async fn drive(r: Req) -> RfResult<Value> {
         put(&mut v, "MediaType", d.media_type);
         put(&mut v, "Protocol", d.protocol);
         put(&mut v, "RotationSpeedRPM", d.rotation_rpm);
+        if let Some((fmt, name)) = &d.durable_name {
+            v["Identifiers"] = json!([{ "DurableNameFormat": fmt, "DurableName": name }]);
+        }
         if let Some(s) = &d.smart {
             v["FailurePredicted"] = json!(s.failing);
             put(&mut v, "PredictedMediaLifeLeftPercent", s.life_left_percent);
@@ -129,7 +146,28 @@ async fn drive(r: Req) -> RfResult<Value> {
                     "Resolution": "Back up the data on this drive and replace it.",
                     "OriginOfCondition": link(uri.clone()),
                 }]);
+            } else if let Some(life) = s.life_left_percent.filter(|l| *l <= LIFE_LOW_PERCENT) {
+                let location = format!("Storage {} drive {}", c.id, d.id);
+                v["Status"]["Conditions"] = json!([{
+                    "MessageId": "StorageDevice.1.5.DrivePredictedMediaLifeLow",
+                    "MessageArgs": [location, life.to_string(), LIFE_LOW_PERCENT.to_string()],
+                    "Message": format!("The drive located at `{location}` has a predicted media life left of {life} percent and is below the specified threhsold of {LIFE_LOW_PERCENT} percent."),
+                    "Severity": "Warning",
+                    "Resolution": "Replace the drive before the predicted media life left reaches 0%.",
+                    "OriginOfCondition": link(uri.clone()),
+                }]);
             }
+        }
+        if let Some(e) = &d.smart_error {
+            // SMART could not be read: the SMART properties are left out, and Status says why.
+            v["Status"]["Conditions"] = json!([{
+                "MessageId": "ResourceEvent.1.4.ResourceErrorsDetected",
+                "MessageArgs": ["FailurePredicted", e],
+                "Message": format!("The resource property FailurePredicted has detected errors of type '{e}'."),
+                "Severity": "OK",
+                "Resolution": "Install smartmontools (smartctl 7 or later) and check that the drive answers SMART commands.",
+                "OriginOfCondition": link(uri.clone()),
+            }]);
         }
         let vols: Vec<Value> = c.volumes.iter().filter(|x| x.drives.contains(&d.id)).map(|x| link(format!("{}/{}/Volumes/{}", base(), c.id, x.id))).collect();
         v["Links"] = json!({ "Storage": link(format!("{}/{}", base(), c.id)) });
@@ -139,6 +177,58 @@ async fn drive(r: Req) -> RfResult<Value> {
         }
         Ok(v)
     }
+}
+
+async fn controllers(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| Ok(collection("Storage Controller Collection", [format!("{}/{}/Controllers/0", base(), c.id)])))
+}
+
+/// The controller of a Storage (one each: an NVMe controller, an HBA, a virtio device).
+async fn controller(r: Req) -> RfResult<Value> {
+    with_ctrl(&r, |c| {
+        if r.param(2) != "0" {
+            return Err(RfError::resource_not_found("StorageController", r.param(2)));
+        }
+        let mut v = json!({
+            "Id": "0",
+            "Name": format!("{} controller", c.id),
+            "Status": { "State": "Enabled", "Health": "OK" },
+        });
+        let mut desc = vec![];
+        if let Some(d) = &c.driver {
+            desc.push(format!("driver {d}"));
+        }
+        if let Some(p) = &c.pci {
+            desc.push(format!("PCI {p}"));
+            v["SupportedControllerProtocols"] = json!(["PCIe"]);
+        }
+        if !desc.is_empty() {
+            v["Description"] = json!(desc.join(", "));
+        }
+        let devices: &[&str] = match c.kind {
+            Kind::NVMe => &["NVMe"],
+            Kind::SATA => &["SATA"],
+            Kind::SAS => &["SAS", "SATA"],
+            Kind::USB => &["USB"],
+            Kind::Virtio | Kind::Other => &[],
+        };
+        if !devices.is_empty() {
+            v["SupportedDeviceProtocols"] = json!(devices);
+        }
+        if let Some(m) = &c.model {
+            v["Model"] = json!(m);
+            if let Some(x) = c.drives.first().and_then(|d| d.manufacturer.clone()).filter(|_| c.kind == Kind::NVMe) {
+                v["Manufacturer"] = json!(x);
+            }
+        }
+        if let Some(x) = &c.serial {
+            v["SerialNumber"] = json!(x);
+        }
+        if let Some(x) = &c.firmware {
+            v["FirmwareVersion"] = json!(x);
+        }
+        Ok(v)
+    })
 }
 
 async fn volumes(r: Req) -> RfResult<Value> {
