@@ -143,9 +143,6 @@ def test_reset_reexecs_and_is_ready_again(reset_notifications):
     assert n["answers"]
 
 
-@pytest.mark.xfail(reason="keeld sends STOPPING=1 before re-executing on Manager.Reset; systemd then "
-                          "kills the re-executed daemon after TimeoutStopSec (should be RELOADING=1 + "
-                          "MONOTONIC_USEC=, then READY=1)", strict=False)
 def test_reset_is_a_reload_for_systemd(reset_notifications):
     msgs = [line for m in reset_notifications["after"] for line in m.splitlines()]
     assert "STOPPING=1" not in msgs, msgs

@@ -154,7 +154,13 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         _ = tokio::signal::ctrl_c() => Exit::Stopped,
     };
     log::info!("{}", if exit == Exit::Restart { "restarting keeld" } else { "stopping keeld" });
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // A restart re-executes keeld in place (same PID): for systemd that is a reload, which the new
+    // process ends with READY=1; anything else is a stop.
+    if exit == Exit::Restart {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::MonotonicUsec(0))]);
+    } else {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    }
     // Open SSE streams would hold a graceful stop until its timeout: end them first.
     keel.events.close_all_sse();
     handle.stop(true).await;
