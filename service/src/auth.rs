@@ -89,7 +89,13 @@ pub enum VerifyOutcome {
     Ok(Principal),
     /// Wrong user or password, disabled or locked account: all look the same to the client.
     Denied,
+    /// Too many password checks already waiting (a flood of logins): try again shortly.
+    Busy,
 }
+
+/// Password checks allowed to wait for the KDF at once; beyond, callers get 503 at once, so a
+/// flood of bad logins cannot delay real ones by seconds or pile up blocking threads.
+pub const MAX_KDF_WAITERS: usize = 8;
 
 pub struct Accounts {
     dir: StateDir,
@@ -102,6 +108,8 @@ pub struct Accounts {
     hasher: Argon2<'static>,
     /// Serialises argon2 work so a flood of bad logins cannot take all memory.
     kdf_gate: Mutex<()>,
+    /// How many verifications are running or waiting for the gate.
+    kdf_waiting: std::sync::atomic::AtomicUsize,
 }
 
 const CACHE_SECONDS: i64 = 300;
@@ -121,6 +129,7 @@ impl Accounts {
             cache_key,
             hasher: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             kdf_gate: Mutex::new(()),
+            kdf_waiting: Default::default(),
         })
     }
 
@@ -298,6 +307,18 @@ impl Accounts {
     /// The slow path: argon2 verification, with failure counting and lockout. Blocking: call it
     /// from a blocking thread.
     pub fn verify(&self, user: &str, password: &str) -> VerifyOutcome {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.kdf_waiting.fetch_add(1, SeqCst) >= MAX_KDF_WAITERS {
+            self.kdf_waiting.fetch_sub(1, SeqCst);
+            log::warn!("password check for {user} refused: {MAX_KDF_WAITERS} already waiting");
+            return VerifyOutcome::Busy;
+        }
+        let out = self.verify_gated(user, password);
+        self.kdf_waiting.fetch_sub(1, SeqCst);
+        out
+    }
+
+    fn verify_gated(&self, user: &str, password: &str) -> VerifyOutcome {
         let Some(a) = self.by_name(user) else {
             // Spend the same effort as for a real account, so timing does not reveal names.
             let _ = self.hash_password(password);
@@ -591,6 +612,23 @@ mod tests {
         assert_eq!(a.check_password("bob", "alllowercase").unwrap_err().messages[0].def.key, "PasswordComplexityNotMet");
         assert_eq!(a.check_password("bob", "Xbob1234!x").unwrap_err().messages[0].def.key, "PasswordComplexityNotMet");
         assert!(a.check_password("bob", "Correct-Horse-7").is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_checks_is_refused_not_queued() {
+        use std::sync::Arc;
+        let a = Arc::new(Accounts::open(tmp()).unwrap());
+        a.create("bob", a.hash_password("Secret-Pass-1").unwrap(), "ReadOnly", true, false).unwrap();
+        let threads: Vec<_> = (0..24)
+            .map(|_| {
+                let a = a.clone();
+                std::thread::spawn(move || matches!(a.verify("nobody", "x"), VerifyOutcome::Busy))
+            })
+            .collect();
+        let busy = threads.into_iter().map(|t| t.join().unwrap()).filter(|b| *b).count();
+        assert!(busy >= 24 - MAX_KDF_WAITERS - 2 && busy < 24, "{busy} of 24 refused");
+        // Once the flood is over, checks run again.
+        assert!(matches!(a.verify("bob", "Secret-Pass-1"), VerifyOutcome::Ok(_)));
     }
 
     #[test]

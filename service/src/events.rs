@@ -335,10 +335,15 @@ pub fn start_delivery(bus: &EventBus) {
         .name("keel-events".into())
         .spawn(move || {
             actix_rt::System::new().block_on(async move {
-                let verify = client(true);
-                let noverify = client(false);
+                // Built on first use: each loads the system CA bundle (megabytes of heap), which
+                // a host without subscriptions never needs.
+                let (mut verify, mut noverify): (Option<awc::Client>, Option<awc::Client>) = (None, None);
                 while let Some((sub, ev, settings)) = rx.recv().await {
-                    let c = if sub.verify_certificate { verify.clone() } else { noverify.clone() };
+                    let c = if sub.verify_certificate {
+                        verify.get_or_insert_with(|| client(true)).clone()
+                    } else {
+                        noverify.get_or_insert_with(|| client(false)).clone()
+                    };
                     actix_rt::spawn(deliver(c, sub, ev, settings));
                 }
             })

@@ -81,6 +81,7 @@ pub mod base {
         HEADER_INVALID = ("HeaderInvalid", "Header '%1' is invalid.", "Critical", "Resubmit the request with a valid request header.");
         SESSION_LIMIT_EXCEEDED = ("SessionLimitExceeded", "The session establishment failed due to the number of simultaneous sessions exceeding the limit of the implementation.", "Critical", "Reduce the number of other sessions before trying to establish the session or increase the limit of simultaneous sessions, if supported.");
         EVENT_SUBSCRIPTION_LIMIT_EXCEEDED = ("EventSubscriptionLimitExceeded", "The event subscription failed due to the number of simultaneous subscriptions exceeding the limit of the implementation.", "Critical", "Reduce the number of other subscriptions before trying to establish the event subscription or increase the limit of simultaneous subscriptions, if supported.");
+        SERVICE_TEMPORARILY_UNAVAILABLE = ("ServiceTemporarilyUnavailable", "The service is temporarily unavailable.  Retry in %1 seconds.", "Critical", "Wait for the indicated retry duration and retry the operation.");
         SERVICE_SHUTTING_DOWN = ("ServiceShuttingDown", "The operation failed because the service is shutting down and can no longer take incoming requests.", "Critical", "When the service becomes available, resubmit the request if the operation failed.");
         ACCOUNT_REMOVED = ("AccountRemoved", "The account was successfully removed.", "OK", "None.");
         ACCOUNT_MODIFIED = ("AccountModified", "The account was successfully modified.", "OK", "None.");
@@ -204,6 +205,11 @@ impl RfError {
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, Message::base(&base::NO_VALID_SESSION, &[]))
             .with_header("WWW-Authenticate", "Basic realm=\"Keel\", charset=\"UTF-8\"".into())
+    }
+    /// Too many password checks are waiting: come back shortly (HTTP 503 + Retry-After).
+    pub fn busy(retry_after: u32) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Message::base(&base::SERVICE_TEMPORARILY_UNAVAILABLE, &[&retry_after.to_string()]))
+            .with_header("Retry-After", retry_after.to_string())
     }
     /// Credentials were presented but refused (wrong, disabled, locked: all alike).
     pub fn bad_credentials() -> Self {

@@ -80,6 +80,7 @@ async fn authenticate(keel: &Arc<Keel>, http: &HttpRequest) -> RfResult<Option<P
         let (k, u, pw) = (keel.clone(), user.to_string(), pass.to_string());
         return match web::block(move || k.accounts.verify(&u, &pw)).await {
             Ok(VerifyOutcome::Ok(p)) => Ok(Some(p)),
+            Ok(VerifyOutcome::Busy) => Err(RfError::busy(1)),
             _ => Err(RfError::bad_credentials()),
         };
     }

@@ -106,8 +106,10 @@ async fn create(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let k = r.keel.clone();
     let u = user.clone();
     let outcome = actix_web::web::block(move || k.accounts.verify(&u, &pass)).await.map_err(RfError::internal)?;
-    let VerifyOutcome::Ok(p) = outcome else {
-        return Err(RfError::bad_credentials());
+    let p = match outcome {
+        VerifyOutcome::Ok(p) => p,
+        VerifyOutcome::Busy => return Err(RfError::busy(1)),
+        VerifyOutcome::Denied => return Err(RfError::bad_credentials()),
     };
     let account = r.keel.accounts.get(&p.account_id).ok_or_else(RfError::bad_credentials)?;
     let origin = r.http.peer_addr().map(|a| a.ip().to_string());
