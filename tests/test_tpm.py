@@ -256,8 +256,14 @@ def test_signed_measurements_reject_bad_input(keeld_factory, swtpm):
     fails({k_: v for k_, v in good.items() if k_ != "PCRSelection"}, "ActionParameterMissing", "PCRSelection")
     fails({**good, "Extra": 1}, "ActionParameterUnknown", "Extra")
     assert s.post(k.url + QUOTE, json=good).status_code == 200
-    # Only a ConfigureManager user may ask.
-    assert s.get(k.url + AK).status_code == 200
+    # Asking for a quote and reading the AK certificate take ConfigureManager (Privilege Registry);
+    # the TrustedComponent and ComponentIntegrity take Login.
+    k.create_account("reader", "Quiet-Lamp-42", role="Operator")
+    op = k.client("reader", "Quiet-Lamp-42")
+    assert op.post(k.url + QUOTE, json=good).status_code == 403
+    assert op.get(k.url + AK).status_code == 403
+    assert op.get(k.url + TC).status_code == 200
+    assert op.get(k.url + CI + "/TPM").status_code == 200
 
 
 @needs_swtpm
