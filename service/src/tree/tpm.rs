@@ -31,7 +31,10 @@ const QUOTE: &[Prop] = &[
 pub fn register(t: &mut Tree) {
     t.add(Tree::route(COLLECTION, "ComponentIntegrityCollection", Some(types::COMPONENT_INTEGRITY_COLLECTION)).get(LOGIN, list));
     t.add(Tree::route("/redfish/v1/ComponentIntegrity/{ComponentIntegrityId}", "ComponentIntegrity", Some(types::COMPONENT_INTEGRITY)).get(LOGIN, member));
-    t.add(Tree::route(QUOTE_TARGET, "ComponentIntegrity", None).action(QUOTE_ACTION, CONFIGURE_MANAGER, QUOTE, "TPM2_Quote over PCRs with a nonce, signed by the attestation key", quote));
+    t.add(
+        Tree::route(QUOTE_TARGET, "ComponentIntegrity", None).action(QUOTE_ACTION, CONFIGURE_MANAGER, QUOTE, "TPM2_Quote over PCRs with a nonce, signed by the attestation key", quote)
+            .post_present(|k| k.tpm.as_ref().is_some_and(|t| t.ak_cert.is_some())),
+    );
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/TrustedComponents", "TrustedComponentCollection", Some(types::TRUSTED_COMPONENT_COLLECTION)).get(LOGIN, trusted_list));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/TrustedComponents/{TrustedComponentId}", "TrustedComponent", Some(types::TRUSTED_COMPONENT)).get(LOGIN, trusted));
     t.add(
