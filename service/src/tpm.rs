@@ -318,3 +318,50 @@ pub fn ak_certificate(tcti: &str, ca_path: &std::path::Path, info: &TpmInfo) -> 
     let (ca_key, ca) = attestation_ca(ca_path)?;
     issue_ak_cert(&ak, &ca_key, &ca, info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcr_selection_parses_banks_and_rejects_garbage() {
+        // sha256: PCRs 0, 7, 16; sha1: PCR 23.
+        let b = [0, 0, 0, 2, 0, 0x0b, 3, 0x81, 0, 1, 0, 0x04, 3, 0, 0, 0x80];
+        assert_eq!(parse_pcr_selection(&b), Some(vec![(0x0b, vec![0, 7, 16]), (0x04, vec![23])]));
+        assert_eq!(parse_pcr_selection(&b[..b.len() - 1]), None, "short");
+        assert_eq!(parse_pcr_selection(&[b.as_slice(), &[0]].concat()), None, "trailing bytes");
+        assert_eq!(parse_pcr_selection(&[0, 0, 0, 1, 0, 0x0b, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "sizeofSelect");
+        assert_eq!(parse_pcr_selection(&[]), None);
+    }
+
+    #[test]
+    fn only_null_and_ecdsa_sha256_schemes_are_taken() {
+        assert!(matches!(parse_scheme(&[0, 0x10]), Ok(Some(SignatureScheme::Null))));
+        assert!(matches!(parse_scheme(&[0, 0x18, 0, 0x0b]), Ok(Some(SignatureScheme::EcDsa { .. }))));
+        assert!(matches!(parse_scheme(&[0, 0x14, 0, 0x0b]), Ok(None)));
+        assert!(matches!(parse_scheme(&[0, 0x18, 0, 0x0c]), Ok(None)));
+        assert!(parse_scheme(&[0]).is_err());
+        assert!(parse_scheme(&[0, 0x18, 0]).is_err());
+    }
+
+    #[test]
+    fn attestation_ca_is_made_once_owner_only_and_certifies_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("keel-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("attestation-ca.pem");
+        let (_, ca) = attestation_ca(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (ca_key, again) = attestation_ca(&path).unwrap();
+        assert_eq!(ca.to_der().unwrap(), again.to_der().unwrap(), "kept, not made anew");
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ak = EcKey::generate(&group).unwrap();
+        let ak_pub = PKey::from_ec_key(EcKey::from_public_key(&group, ak.public_key()).unwrap()).unwrap();
+        let info = TpmInfo { manufacturer: "IBM".into(), firmware_version: "1.2.3.4".into(), pcrs: vec![] };
+        let cert = issue_ak_cert(&ak_pub, &ca_key, &ca, &info).unwrap();
+        assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+        assert!(cert.public_key().unwrap().public_eq(&ak_pub));
+        assert_eq!(cert.issuer_name().to_der().unwrap(), ca.subject_name().to_der().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
