@@ -92,7 +92,7 @@ impl Keel {
             None => Host::live(),
         };
         let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host)));
-        let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()));
+        let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
         Ok(Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
             sessions: Sessions::open(state.clone())?,

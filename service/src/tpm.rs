@@ -80,21 +80,288 @@ pub fn read(tcti: &str) -> Result<TpmInfo, String> {
 pub struct Tpm {
     pub tcti: String,
     pub info: TpmInfo,
+    /// The AK certificate (PEM) and the attestation CA certificate (PEM), when the AK could be made.
+    pub ak_cert: Option<String>,
+    pub ca_cert: Option<String>,
 }
 
 impl Tpm {
     /// Probe the TPM at `tcti`; `None` (logged) when it does not answer.
-    pub fn probe(tcti: Option<String>) -> Option<Tpm> {
+    /// The attestation CA is kept at `ca_path`.
+    pub fn probe(tcti: Option<String>, ca_path: &std::path::Path) -> Option<Tpm> {
         let tcti = tcti?;
         match read(&tcti) {
             Ok(info) => {
                 log::info!("TPM {} firmware {} at {tcti}", info.manufacturer, info.firmware_version);
-                Some(Tpm { tcti, info })
+                let (ak_cert, ca_cert) = match ak_certificate(&tcti, ca_path, &info)
+                    .and_then(|c| Ok((c.to_pem().map_err(|e| e.to_string())?, attestation_ca(ca_path)?.1.to_pem().map_err(|e| e.to_string())?)))
+                {
+                    Ok((c, ca)) => (Some(String::from_utf8_lossy(&c).into_owned()), Some(String::from_utf8_lossy(&ca).into_owned())),
+                    Err(e) => {
+                        log::warn!("no TPM attestation: {e}");
+                        (None, None)
+                    }
+                };
+                Some(Tpm { tcti, info, ak_cert, ca_cert })
             }
             Err(e) => {
                 log::warn!("no TPM: {e}");
                 None
             }
         }
+    }
+}
+
+// ---- attestation: the AK, its certificate and TPM2_Quote ----
+
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::{EccSchemeAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::structures::{
+    Data, EccPoint, EccScheme, KeyDerivationFunctionScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Public,
+    PublicBuilder, PublicEccParametersBuilder, SignatureScheme, SymmetricDefinitionObject,
+};
+use tss_esapi::traits::Marshall;
+
+/// The largest nonce TPM2_Quote takes as qualifying data (TPM2B_DATA of a SHA-256 TPM).
+pub const NONCE_MAX: usize = 32;
+
+/// The attestation key: a restricted ECC P-256 ECDSA-SHA256 signing key, primary under the owner
+/// hierarchy. A primary key is derived from the hierarchy seed and this template, so every
+/// creation gives the same key until the owner seed changes: no handle needs persisting.
+fn ak_template() -> Result<Public, tss_esapi::Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_restricted(true)
+        .with_user_with_auth(true)
+        .with_sign_encrypt(true)
+        .with_decrypt(false)
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_ecc_parameters(
+            PublicEccParametersBuilder::new()
+                .with_symmetric(SymmetricDefinitionObject::Null)
+                .with_ecc_scheme(EccScheme::create(EccSchemeAlgorithm::EcDsa, Some(HashingAlgorithm::Sha256), None)?)
+                .with_curve(EccCurve::NistP256)
+                .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
+                .with_is_signing_key(true)
+                .with_is_decryption_key(false)
+                .with_restricted(true)
+                .build()?,
+        )
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+}
+
+fn load_ak(ctx: &mut Context) -> Result<(KeyHandle, Public), tss_esapi::Error> {
+    let template = ak_template()?;
+    let r = ctx.execute_with_nullauth_session(|c| c.create_primary(Hierarchy::Owner, template, None, None, None, None))?;
+    Ok((r.key_handle, r.out_public))
+}
+
+/// The AK's public key, as an OpenSSL key.
+pub fn ak_public(tcti: &str) -> Result<PKey<openssl::pkey::Public>, String> {
+    let mut ctx = open(tcti)?;
+    let err = |e: tss_esapi::Error| format!("TPM attestation key: {e}");
+    let (handle, public) = load_ak(&mut ctx).map_err(err)?;
+    let _ = ctx.flush_context(handle.into());
+    let Public::Ecc { unique, .. } = public else { return Err("TPM attestation key: not an ECC key".into()) };
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
+    let x = BigNum::from_slice(unique.x().value()).map_err(|e| e.to_string())?;
+    let y = BigNum::from_slice(unique.y().value()).map_err(|e| e.to_string())?;
+    let ec = EcKey::from_public_key_affine_coordinates(&group, &x, &y).map_err(|e| e.to_string())?;
+    PKey::from_ec_key(ec).map_err(|e| e.to_string())
+}
+
+/// A PCR selection (TPML_PCR_SELECTION) as its banks and PCR numbers.
+pub type Selection = Vec<(u16, Vec<u32>)>;
+
+/// Parse a marshalled TPML_PCR_SELECTION; `None` when it is not one.
+pub fn parse_pcr_selection(b: &[u8]) -> Option<Selection> {
+    let count = u32::from_be_bytes(b.get(0..4)?.try_into().ok()?) as usize;
+    if count > 16 {
+        return None;
+    }
+    let mut at = 4;
+    let mut out = vec![];
+    for _ in 0..count {
+        let alg = u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?);
+        let size = *b.get(at + 2)? as usize;
+        if !(3..=4).contains(&size) {
+            return None;
+        }
+        let bits = b.get(at + 3..at + 3 + size)?;
+        at += 3 + size;
+        let pcrs = (0..size * 8).filter(|i| bits[i / 8] & (1 << (i % 8)) != 0).map(|i| i as u32).collect();
+        out.push((alg, pcrs));
+    }
+    (at == b.len()).then_some(out)
+}
+
+/// The signing scheme a TPMT_SIG_SCHEME names, if it is one the AK signs with: TPM_ALG_NULL (the
+/// key's own scheme) or ECDSA with SHA-256. `Err(())` when the bytes are not a TPMT_SIG_SCHEME.
+pub fn parse_scheme(b: &[u8]) -> Result<Option<SignatureScheme>, ()> {
+    let alg = u16::from_be_bytes(b.get(0..2).ok_or(())?.try_into().map_err(|_| ())?);
+    match (alg, b.len()) {
+        (0x0010, 2) => Ok(Some(SignatureScheme::Null)),
+        (_, 4) => {
+            let hash = u16::from_be_bytes(b[2..4].try_into().map_err(|_| ())?);
+            Ok((alg == 0x0018 && hash == 0x000b).then_some(SignatureScheme::EcDsa { hash_scheme: tss_esapi::structures::HashScheme::new(HashingAlgorithm::Sha256) }))
+        }
+        _ => Err(()),
+    }
+}
+
+/// The hashing algorithm of a TPM_ALG_ID, when it is one.
+pub fn hash_alg(id: u16) -> Option<HashingAlgorithm> {
+    HashingAlgorithm::try_from(id).ok().filter(|a| !matches!(a, HashingAlgorithm::Null))
+}
+
+/// TPM2_Quote: the marshalled TPMS_ATTEST followed by the marshalled TPMT_SIGNATURE.
+pub fn quote(tcti: &str, nonce: &[u8], selection: &Selection, scheme: SignatureScheme) -> Result<Vec<u8>, String> {
+    let err = |e: tss_esapi::Error| format!("TPM2_Quote: {e}");
+    let mut list: PcrSelectionListBuilder = PcrSelectionList::builder();
+    for (alg, pcrs) in selection {
+        let a = hash_alg(*alg).ok_or("unknown bank")?;
+        let slots: Vec<PcrSlot> = pcrs.iter().map(|i| PcrSlot::try_from(1u32 << i).map_err(err)).collect::<Result<_, _>>()?;
+        list = list.with_selection(a, &slots);
+    }
+    let list = list.build().map_err(err)?;
+    let mut ctx = open(tcti)?;
+    let (handle, _) = load_ak(&mut ctx).map_err(err)?;
+    let data = Data::try_from(nonce.to_vec()).map_err(err);
+    let res = data.and_then(|d| ctx.execute_with_nullauth_session(|c| c.quote(handle, d, scheme, list)).map_err(err));
+    let _ = ctx.flush_context(handle.into());
+    let (attest, sig) = res?;
+    let mut out = attest.marshall().map_err(err)?;
+    out.extend(sig.marshall().map_err(err)?);
+    Ok(out)
+}
+
+/// The Keel attestation CA: its key and self-signed certificate, kept in `path` (PEM key then
+/// PEM certificate, mode 0600), made on first use.
+pub fn attestation_ca(path: &std::path::Path) -> Result<(PKey<Private>, X509), String> {
+    let e = |e: openssl::error::ErrorStack| format!("attestation CA: {e}");
+    if let Ok(pem) = std::fs::read(path) {
+        let key = PKey::private_key_from_pem(&pem).map_err(e)?;
+        let cert = X509::from_pem(&pem).map_err(e)?;
+        return Ok((key, cert));
+    }
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group).map_err(e)?).map_err(e)?;
+    let mut name = X509NameBuilder::new().map_err(e)?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "Keel").map_err(e)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, "Keel attestation CA").map_err(e)?;
+    let name = name.build();
+    let mut b = new_cert(&name, &key, 3650 * 2).map_err(e)?;
+    b.set_issuer_name(&name).map_err(e)?;
+    b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build().map_err(e)?).map_err(e)?;
+    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().map_err(e)?).map_err(e)?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None)).map_err(e)?;
+    b.append_extension(ski).map_err(e)?;
+    b.sign(&key, MessageDigest::sha256()).map_err(e)?;
+    let cert = b.build();
+    let mut pem = key.private_key_to_pem_pkcs8().map_err(e)?;
+    pem.extend(cert.to_pem().map_err(e)?);
+    crate::store::write_atomic(path, &pem, 0o600).map_err(|x| format!("attestation CA {}: {x}", path.display()))?;
+    Ok((key, cert))
+}
+
+fn new_cert<T: openssl::pkey::HasPublic>(subject: &openssl::x509::X509NameRef, key: &PKey<T>, days: u32) -> Result<X509Builder, openssl::error::ErrorStack> {
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = Asn1Integer::from_bn(&serial)?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(subject)?;
+    b.set_pubkey(key)?;
+    let (from, to) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
+    b.set_not_before(&from)?;
+    b.set_not_after(&to)?;
+    Ok(b)
+}
+
+/// An X.509 certificate for the AK public key, issued by the attestation CA.
+pub fn issue_ak_cert(ak: &PKey<openssl::pkey::Public>, ca_key: &PKey<Private>, ca: &X509, tpm: &TpmInfo) -> Result<X509, String> {
+    let e = |e: openssl::error::ErrorStack| format!("AK certificate: {e}");
+    let mut name = X509NameBuilder::new().map_err(e)?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "Keel").map_err(e)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, &format!("TPM attestation key ({})", tpm.manufacturer)).map_err(e)?;
+    let name = name.build();
+    let mut b = new_cert(&name, ak, 3650).map_err(e)?;
+    b.set_issuer_name(ca.subject_name()).map_err(e)?;
+    b.append_extension(BasicConstraints::new().critical().build().map_err(e)?).map_err(e)?;
+    b.append_extension(KeyUsage::new().critical().digital_signature().build().map_err(e)?).map_err(e)?;
+    b.sign(ca_key, MessageDigest::sha256()).map_err(e)?;
+    Ok(b.build())
+}
+
+/// The AK certificate of the TPM at `tcti`, issued by the CA kept at `ca_path`.
+pub fn ak_certificate(tcti: &str, ca_path: &std::path::Path, info: &TpmInfo) -> Result<X509, String> {
+    let ak = ak_public(tcti)?;
+    let (ca_key, ca) = attestation_ca(ca_path)?;
+    issue_ak_cert(&ak, &ca_key, &ca, info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcr_selection_parses_banks_and_rejects_garbage() {
+        // sha256: PCRs 0, 7, 16; sha1: PCR 23.
+        let b = [0, 0, 0, 2, 0, 0x0b, 3, 0x81, 0, 1, 0, 0x04, 3, 0, 0, 0x80];
+        assert_eq!(parse_pcr_selection(&b), Some(vec![(0x0b, vec![0, 7, 16]), (0x04, vec![23])]));
+        assert_eq!(parse_pcr_selection(&b[..b.len() - 1]), None, "short");
+        assert_eq!(parse_pcr_selection(&[b.as_slice(), &[0]].concat()), None, "trailing bytes");
+        assert_eq!(parse_pcr_selection(&[0, 0, 0, 1, 0, 0x0b, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0]), None, "sizeofSelect");
+        assert_eq!(parse_pcr_selection(&[]), None);
+    }
+
+    #[test]
+    fn only_null_and_ecdsa_sha256_schemes_are_taken() {
+        assert!(matches!(parse_scheme(&[0, 0x10]), Ok(Some(SignatureScheme::Null))));
+        assert!(matches!(parse_scheme(&[0, 0x18, 0, 0x0b]), Ok(Some(SignatureScheme::EcDsa { .. }))));
+        assert!(matches!(parse_scheme(&[0, 0x14, 0, 0x0b]), Ok(None)));
+        assert!(matches!(parse_scheme(&[0, 0x18, 0, 0x0c]), Ok(None)));
+        assert!(parse_scheme(&[0]).is_err());
+        assert!(parse_scheme(&[0, 0x18, 0]).is_err());
+    }
+
+    #[test]
+    fn attestation_ca_is_made_once_owner_only_and_certifies_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("keel-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("attestation-ca.pem");
+        let (_, ca) = attestation_ca(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (ca_key, again) = attestation_ca(&path).unwrap();
+        assert_eq!(ca.to_der().unwrap(), again.to_der().unwrap(), "kept, not made anew");
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ak = EcKey::generate(&group).unwrap();
+        let ak_pub = PKey::from_ec_key(EcKey::from_public_key(&group, ak.public_key()).unwrap()).unwrap();
+        let info = TpmInfo { manufacturer: "IBM".into(), firmware_version: "1.2.3.4".into(), pcrs: vec![] };
+        let cert = issue_ak_cert(&ak_pub, &ca_key, &ca, &info).unwrap();
+        assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+        assert!(cert.public_key().unwrap().public_eq(&ak_pub));
+        assert_eq!(cert.issuer_name().to_der().unwrap(), ca.subject_name().to_der().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

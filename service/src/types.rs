@@ -119,6 +119,8 @@ types! {
     SIGNATURE_COLLECTION = RfType::collection("SignatureCollection");
     COMPONENT_INTEGRITY = RfType::new("ComponentIntegrity", "v1_3_2");
     COMPONENT_INTEGRITY_COLLECTION = RfType::collection("ComponentIntegrityCollection");
+    TRUSTED_COMPONENT = RfType::new("TrustedComponent", "v1_4_0");
+    TRUSTED_COMPONENT_COLLECTION = RfType::collection("TrustedComponentCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

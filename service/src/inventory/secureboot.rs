@@ -246,7 +246,7 @@ fn asn1_time(t: &openssl::asn1::Asn1TimeRef) -> Option<String> {
     chrono::NaiveDateTime::parse_from_str(&s, "%b %d %H:%M:%S %Y").ok().map(|d| d.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn parse_cert(owner: String, der: &[u8]) -> Result<Cert, openssl::error::ErrorStack> {
+pub fn parse_cert(owner: String, der: &[u8]) -> Result<Cert, openssl::error::ErrorStack> {
     let x = openssl::x509::X509::from_der(der)?;
     let pem = String::from_utf8_lossy(&x.to_pem()?).into_owned();
     let serial = x.serial_number().to_bn()?.to_vec();

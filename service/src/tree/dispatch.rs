@@ -522,6 +522,9 @@ fn reply_response(r: Reply) -> HttpResponse {
 
 async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> RfResult<HttpResponse> {
     let op = route.post.as_ref().expect("checked");
+    if op.present.is_some_and(|p| !p(&req.keel)) {
+        return Err(RfError::not_found(&req.path));
+    }
     let bytes = read_body(srv, &req.http, payload).await?;
     check_content_type(&req.http, &bytes)?;
     let body = if bytes.iter().all(|b| b.is_ascii_whitespace()) && op.action.is_some() { Map::new() } else { parse_object(&bytes)? };

@@ -107,6 +107,9 @@ pub struct PostOp {
     pub body: Option<&'static [Prop]>,
     pub action: Option<&'static str>,
     pub summary: &'static str,
+    /// Whether the target exists at all (e.g. an action of hardware that may be absent): when it
+    /// says no, a POST is a 404 before its body is looked at.
+    pub present: Option<fn(&Keel) -> bool>,
     pub f: BodyFn,
 }
 pub struct DeleteOp {
@@ -202,7 +205,7 @@ impl Route {
         F: Fn(Req, Map<String, Value>) -> Fu + Send + Sync + 'static,
         Fu: Future<Output = RfResult<Reply>> + 'static,
     {
-        self.post = Some(PostOp { req, body: Some(body), action: None, summary, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self.post = Some(PostOp { req, body: Some(body), action: None, summary, present: None, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
         self
     }
     /// POST invoking an action (`.../Actions/Type.Name`).
@@ -211,7 +214,14 @@ impl Route {
         F: Fn(Req, Map<String, Value>) -> Fu + Send + Sync + 'static,
         Fu: Future<Output = RfResult<Reply>> + 'static,
     {
-        self.post = Some(PostOp { req, body: Some(body), action: Some(name), summary, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self.post = Some(PostOp { req, body: Some(body), action: Some(name), summary, present: None, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self
+    }
+    /// The POST target exists only while `f` says so.
+    pub fn post_present(mut self, f: fn(&Keel) -> bool) -> Self {
+        if let Some(p) = self.post.as_mut() {
+            p.present = Some(f);
+        }
         self
     }
     pub fn delete<F, Fu>(mut self, req: Requirement, f: F) -> Self

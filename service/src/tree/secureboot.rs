@@ -134,7 +134,7 @@ fn identifier(n: &Name) -> Value {
     Value::Object(m)
 }
 
-fn cert_json(id: &str, c: &Cert) -> Value {
+pub(super) fn cert_json(id: &str, c: &Cert) -> Value {
     let mut v = json!({
         "Id": id,
         "Name": c.subject.common_name.clone().unwrap_or_else(|| format!("Certificate {id}")),

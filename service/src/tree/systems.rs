@@ -194,6 +194,7 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Sensors": link(format!("{CHASSIS}/Sensors")),
         "PCIeDevices": link(format!("{CHASSIS}/PCIeDevices")),
         "Drives": link(format!("{CHASSIS}/Drives")),
+        "TrustedComponents": link(format!("{CHASSIS}/TrustedComponents")),
     });
     if super::sensors::has_thermal(&r.keel.inventory().sensors) {
         v["ThermalSubsystem"] = link(format!("{CHASSIS}/ThermalSubsystem"));
