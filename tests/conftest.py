@@ -139,3 +139,44 @@ def keeld_factory(tmp_path):
 
 def basic(user, password):
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def run_service_validator(keeld, workdir):
+    """Run the DMTF Service Validator (the test venv's, or RF_SERVICE_VALIDATOR) against `keeld` as
+    the administrator, with the DMTF CSDL of ../shared plus Keel's OEM CSDL; assert 0 FAIL and
+    return the debug logs' text (to check what it walked)."""
+    import os
+    import re
+    import shutil
+    import sys
+    here = os.path.join(os.path.dirname(sys.executable), "rf_service_validator")
+    rsv = next((p for p in (os.environ.get("RF_SERVICE_VALIDATOR"), here, shutil.which("rf_service_validator"))
+                if p and os.path.exists(p)), None)
+    if not rsv:
+        pytest.fail("rf_service_validator is not installed: run scripts/setup.sh (or set RF_SERVICE_VALIDATOR)")
+    workdir = pathlib.Path(workdir)
+    schemas = workdir / "schemas"
+    schemas.mkdir()
+    for f in list((SHARED / "redfish-schemas/csdl").glob("*.xml")) + list((ROOT / "schemas").glob("*.xml")):
+        (schemas / f.name).symlink_to(f)
+    logdir = workdir / "rsv"
+    logdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    r = subprocess.run([rsv, "-r", keeld.url, "-u", ADMIN[0], "-p", ADMIN[1], "--authtype", "Session",
+                        "--schema_directory", str(schemas), "--skipschema", "--logdir", str(logdir), "--timeout", "30"],
+                       cwd=logdir, env=env, capture_output=True, text=True, timeout=300)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout).splitlines()
+    table = None
+    for i, line in enumerate(lines):
+        if re.search(r"\|\s*PASS\s*\|\s*WARN\s*\|\s*FAIL\s*\|", line) and i + 2 < len(lines):
+            nums = [c.strip() for c in lines[i + 2].strip().strip("|").split("|")]
+            if len(nums) == 4 and all(n.isdigit() for n in nums):
+                table = dict(zip(("PASS", "WARN", "FAIL", "NOT TESTED"), map(int, nums)))
+    logs = "\n".join(p.read_text(errors="replace") for p in logdir.glob("*/RedfishServiceValidatorDebug_*.log"))
+    errors = [l for l in logs.splitlines() if " - ERROR - " in l]
+    assert table is not None, "\n".join(lines[-60:]) + r.stderr[-2000:]
+    assert table["FAIL"] == 0, "\n".join(errors)
+    assert r.returncode == 0, "\n".join(errors)
+    return logs
+

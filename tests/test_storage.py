@@ -5,17 +5,13 @@ Each fixture is built here the way the kernel lays out sysfs (absolute /sys/devi
 `--json=c -a` output recorded under .keel-commands/, as `keeld host record` writes it.
 """
 import json
-import re
 import os
-import sys
-import pathlib
 import shutil
 import subprocess
-import time
 
 import pytest
 
-from conftest import ADMIN, KEELD, ROOT, SHARED
+from conftest import KEELD, run_service_validator
 
 STO = "/redfish/v1/Systems/system/Storage"
 DRV = "/redfish/v1/Chassis/chassis/Drives"
@@ -382,50 +378,13 @@ def test_recording_this_machine_serves_the_same_storage(keeld, keeld_factory, tm
 
 # ----------------------------------------------------------------------------- Service Validator
 
-def validator():
-    # The test venv's own validator (scripts/setup.sh installs it), else one on PATH.
-    here = os.path.join(os.path.dirname(sys.executable), "rf_service_validator")
-    for p in (os.environ.get("RF_SERVICE_VALIDATOR"), here, shutil.which("rf_service_validator")):
-        if p and os.path.exists(p):
-            return p
-    return None
-
-
 @pytest.mark.parametrize("maker", [make_nvme_sas_server, make_edge_box, make_failing_server, make_degraded_server, None],
                          ids=["nvme_sas_server", "edge_box", "failing_server", "degraded_server", "live"])
 def test_service_validator_on_storage_fixtures(maker, keeld_factory, tmp_path):
-    rsv = validator()
-    if not rsv:
-        pytest.fail("rf_service_validator is not installed: run scripts/setup.sh (or set RF_SERVICE_VALIDATOR)")
     if maker is None:
         k = keeld_factory()
     else:
         root = tmp_path / "host"
         maker(root)
         k = keeld_factory("--host-root", str(root))
-    schemas = tmp_path / "schemas"
-    schemas.mkdir()
-    for f in list((SHARED / "redfish-schemas/csdl").glob("*.xml")) + list((ROOT / "schemas").glob("*.xml")):
-        (schemas / f.name).symlink_to(f)
-    logdir = tmp_path / "rsv"
-    logdir.mkdir()
-    env = {k2: v for k2, v in os.environ.items() if k2 not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    r = subprocess.run([rsv, "-r", k.url, "-u", ADMIN[0], "-p", ADMIN[1], "--authtype", "Session",
-                        "--schema_directory", str(schemas), "--skipschema", "--logdir", str(logdir), "--timeout", "30"],
-                       cwd=logdir, env=env, capture_output=True, text=True, timeout=300)
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
-    lines = text.splitlines()
-    table = None
-    for i, line in enumerate(lines):
-        if re.search(r"\|\s*PASS\s*\|\s*WARN\s*\|\s*FAIL\s*\|", line) and i + 2 < len(lines):
-            nums = [c.strip() for c in lines[i + 2].strip().strip("|").split("|")]
-            if len(nums) == 4 and all(n.isdigit() for n in nums):
-                table = dict(zip(("PASS", "WARN", "FAIL", "NOT TESTED"), map(int, nums)))
-    errors = []
-    for log in logdir.glob("*/RedfishServiceValidatorDebug_*.log"):
-        errors += [l for l in log.read_text(errors="replace").splitlines() if " - ERROR - " in l]
-    assert table is not None, text[-3000:] + r.stderr[-2000:]
-    assert table["FAIL"] == 0, "\n".join(errors)
-    assert r.returncode == 0, "\n".join(errors)
+    run_service_validator(k, tmp_path)

@@ -271,40 +271,8 @@ def test_signed_measurements_reject_bad_input(keeld_factory, swtpm):
 def test_service_validator_with_tpm(keeld_factory, swtpm, tmp_path):
     """The DMTF Service Validator over keeld with a TPM: ComponentIntegrity, its action, the
     TrustedComponent and the AK certificate, 0 failures."""
-    import os
-    import re
-    import sys
-    from conftest import ADMIN, ROOT, SHARED
-    here = os.path.join(os.path.dirname(sys.executable), "rf_service_validator")
-    rsv = next((p for p in (os.environ.get("RF_SERVICE_VALIDATOR"), here, shutil.which("rf_service_validator")) if p and os.path.exists(p)), None)
-    if not rsv:
-        pytest.fail("rf_service_validator is not installed: run scripts/setup.sh (or set RF_SERVICE_VALIDATOR)")
+    from conftest import run_service_validator
     k = keeld_factory("--tpm-tcti", swtpm)
-    schemas = tmp_path / "schemas"
-    schemas.mkdir()
-    for f in list((SHARED / "redfish-schemas/csdl").glob("*.xml")) + list((ROOT / "schemas").glob("*.xml")):
-        (schemas / f.name).symlink_to(f)
-    logdir = tmp_path / "rsv"
-    logdir.mkdir()
-    env = {k2: v for k2, v in os.environ.items() if k2 not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    r = subprocess.run([rsv, "-r", k.url, "-u", ADMIN[0], "-p", ADMIN[1], "--authtype", "Session",
-                        "--schema_directory", str(schemas), "--skipschema", "--logdir", str(logdir), "--timeout", "30"],
-                       cwd=logdir, env=env, capture_output=True, text=True, timeout=300)
-    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
-    lines = text.splitlines()
-    table = None
-    for i, line in enumerate(lines):
-        if re.search(r"\|\s*PASS\s*\|\s*WARN\s*\|\s*FAIL\s*\|", line) and i + 2 < len(lines):
-            nums = [c.strip() for c in lines[i + 2].strip().strip("|").split("|")]
-            if len(nums) == 4 and all(n.isdigit() for n in nums):
-                table = dict(zip(("PASS", "WARN", "FAIL", "NOT TESTED"), map(int, nums)))
-    errors = []
-    for log in logdir.glob("*/RedfishServiceValidatorDebug_*.log"):
-        errors += [l for l in log.read_text(errors="replace").splitlines() if " - ERROR - " in l]
-    assert table is not None, text[-3000:] + r.stderr[-2000:]
-    assert table["FAIL"] == 0, "\n".join(errors)
-    assert r.returncode == 0, "\n".join(errors)
+    walked = run_service_validator(k, tmp_path)
     # The validator walked the new resources.
-    walked = "\n".join(p.read_text(errors="replace") for p in logdir.glob("*/RedfishServiceValidatorDebug_*.log"))
     assert "/TrustedComponents/TPM/Certificates/AK" in walked
