@@ -51,6 +51,10 @@ enum Cmd {
         /// Seconds between inventory re-reads that find hot-plugged and removed devices (0: off).
         #[arg(long, default_value_t = 10)]
         inventory_refresh: u64,
+        /// Seconds between smartctl runs for one drive (at start, for a new drive at once; then
+        /// at most this often; a drive in standby is not woken). 0: on every inventory refresh.
+        #[arg(long, default_value_t = 600)]
+        smart_interval: u64,
         /// The TPM's TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` (default: device:/dev/tpmrm0 if present).
         #[arg(long)]
         tpm_tcti: Option<String>,
@@ -91,7 +95,7 @@ fn main() {
                 std::process::exit(1);
             }
         },
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, tpm_tcti } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -104,6 +108,7 @@ fn main() {
                 max_body,
                 host_root,
                 inventory_refresh,
+                smart_interval,
                 tpm_tcti,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
