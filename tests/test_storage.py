@@ -49,18 +49,22 @@ def pci(root, addr_path, driver):
     symlink(root, f"{addr_path}/driver", f"/sys/bus/pci/drivers/{driver}")
 
 
+def smartctl_key(dev):
+    return f"smartctl__--json=c__-n__standby__-a__+dev+{dev}.json"
+
+
 def smartctl(root, dev, status, out):
-    """A recorded `smartctl --json=c -a DEV` (file name as keeld's command_key makes it)."""
+    """A recorded `smartctl --json=c -n standby -a DEV` (file name as keeld's command_key makes it)."""
     d = root / ".keel-commands"
     d.mkdir(parents=True, exist_ok=True)
     stdout = out if isinstance(out, str) else json.dumps(out, separators=(",", ":")) + "\n"
-    (d / f"smartctl__--json=c__-a__+dev+{dev}.json").write_text(json.dumps({"status": status, "stdout": stdout}))
+    (d / smartctl_key(dev)).write_text(json.dumps({"status": status, "stdout": stdout}))
 
 
 def header(dev, kind, protocol, status):
     return {"json_format_version": [1, 0],
             "smartctl": {"version": [7, 3], "svn_revision": "5338", "platform_info": "x86_64-linux-6.1.0-18-amd64",
-                         "build_info": "(local build)", "argv": ["smartctl", "--json=c", "-a", f"/dev/{dev}"],
+                         "build_info": "(local build)", "argv": ["smartctl", "--json=c", "-n", "standby", "-a", f"/dev/{dev}"],
                          "exit_status": status},
             "local_time": {"time_t": 1763800000, "asctime": "Sat Nov 22 08:26:40 2025 UTC"},
             "device": {"name": f"/dev/{dev}", "info_name": f"/dev/{dev}", "type": kind, "protocol": protocol}}
@@ -224,7 +228,7 @@ def make_degraded_server(root):
     """The failing server with smartctl printing garbage for one drive and missing for the other."""
     make_failing_server(root)
     smartctl(root, "sda", 4, "\x00\x17garbage {not json")
-    (root / ".keel-commands/smartctl__--json=c__-a__+dev+sdb.json").unlink()
+    (root / ".keel-commands" / smartctl_key("sdb")).unlink()
 
 
 # ----------------------------------------------------------------------------- tests

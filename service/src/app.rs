@@ -25,11 +25,14 @@ pub struct Config {
     pub host_root: Option<PathBuf>,
     /// The TPM's TCTI (`--tpm-tcti`); `None`: `/dev/tpmrm0` on a live machine, if present.
     pub tpm_tcti: Option<String>,
+    /// Seconds between smartctl runs for one drive (`--smart-interval`); sysfs is read on every
+    /// inventory refresh.
+    pub smart_interval: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600 }
     }
 }
 
@@ -48,6 +51,8 @@ pub struct Keel {
     pub host: Host,
     /// The inventory as last read: GETs never wait on the machine.
     pub inventory: std::sync::RwLock<Arc<Inventory>>,
+    /// SMART results kept between inventory builds.
+    pub smart: crate::inventory::storage::SmartCache,
     /// The systemd journal, read on demand and cached briefly.
     pub journal: crate::inventory::journal::Journal,
     /// The host's TPM, when one answered at start.
@@ -62,7 +67,7 @@ impl Keel {
     /// Read the machine again; announce what appeared and what went away, then serve the new
     /// inventory. Blocking (it reads sysfs): run it off the request threads.
     pub fn refresh_inventory(&self) {
-        let new = Arc::new(Inventory::build(&self.host));
+        let new = Arc::new(Inventory::build(&self.host, Some(&self.smart)));
         let old = self.inventory();
         let (before, after) = (old.resources(), new.resources());
         *self.inventory.write().unwrap() = new;
@@ -91,7 +96,8 @@ impl Keel {
             Some(d) => Host::fixture(d),
             None => Host::live(),
         };
-        let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host)));
+        let smart = crate::inventory::storage::SmartCache::new(std::time::Duration::from_secs(cfg.smart_interval));
+        let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host, Some(&smart))));
         let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
         Ok(Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
@@ -102,6 +108,7 @@ impl Keel {
             restart: tokio::sync::Notify::new(),
             host,
             inventory,
+            smart,
             journal: Default::default(),
             tpm,
             state,

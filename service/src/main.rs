@@ -12,6 +12,13 @@ struct Cli {
 enum HostCmd {
     /// Capture what keeld reads of this machine into DIR (a fixture for --host-root).
     Record { dir: PathBuf },
+    /// Time `Inventory::build` on a recorded machine (bench/inventory.sh): min/median of N runs.
+    #[command(hide = true)]
+    BenchInventory {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -51,6 +58,10 @@ enum Cmd {
         /// Seconds between inventory re-reads that find hot-plugged and removed devices (0: off).
         #[arg(long, default_value_t = 10)]
         inventory_refresh: u64,
+        /// Seconds between smartctl runs for one drive (at start, for a new drive at once; then
+        /// at most this often; a drive in standby is not woken). 0: on every inventory refresh.
+        #[arg(long, default_value_t = 600)]
+        smart_interval: u64,
         /// The TPM's TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` (default: device:/dev/tpmrm0 if present).
         #[arg(long)]
         tpm_tcti: Option<String>,
@@ -74,6 +85,38 @@ fn tune_allocator() {
     }
 }
 
+/// Times `Inventory::build` on a fixture, three ways: cold (a new SMART cache each time, so every
+/// drive's smartctl output is replayed from its file and parsed), SMART skipped, and a refresh
+/// within `--smart-interval` (the kept SMART results, no smartctl). One `name min median` line each.
+fn bench_inventory(dir: &std::path::Path, runs: usize) {
+    use keeld::inventory::{storage::SmartCache, Inventory};
+    use std::time::{Duration, Instant};
+    let host = keeld::host::Host::fixture(dir);
+    let time = |f: &dyn Fn() -> Inventory| {
+        let mut t: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let s = Instant::now();
+                std::hint::black_box(f());
+                s.elapsed()
+            })
+            .collect();
+        t.sort();
+        (t[0], t[t.len() / 2])
+    };
+    let warm = SmartCache::new(Duration::from_secs(3600));
+    let inv = Inventory::build(&host, Some(&warm));
+    let drives: usize = inv.storage.iter().map(|c| c.drives.len()).sum();
+    let with_smart = inv.storage.iter().flat_map(|c| &c.drives).filter(|d| d.smart.is_some()).count();
+    println!("# {} drives ({} with SMART data), {} runs each", drives, with_smart, runs);
+    for (name, (min, median)) in [
+        ("cold_smart_replayed", time(&|| Inventory::build(&host, Some(&SmartCache::new(Duration::ZERO))))),
+        ("smart_skipped", time(&|| Inventory::build(&host, None))),
+        ("refresh_smart_kept", time(&|| Inventory::build(&host, Some(&warm)))),
+    ] {
+        println!("{name} {:.3} {:.3}", min.as_secs_f64() * 1e3, median.as_secs_f64() * 1e3);
+    }
+}
+
 fn main() {
     tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
@@ -91,7 +134,8 @@ fn main() {
                 std::process::exit(1);
             }
         },
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, tpm_tcti } => {
+        Cmd::Host { cmd: HostCmd::BenchInventory { dir, runs } } => bench_inventory(&dir, runs.max(1)),
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -104,6 +148,7 @@ fn main() {
                 max_body,
                 host_root,
                 inventory_refresh,
+                smart_interval,
                 tpm_tcti,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {

@@ -21,6 +21,8 @@ pub struct ServeOpts {
     pub host_root: Option<PathBuf>,
     /// Seconds between inventory re-reads (hot-plug); 0 turns it off.
     pub inventory_refresh: u64,
+    /// Seconds between smartctl runs for one drive (0: on every inventory refresh).
+    pub smart_interval: u64,
     pub tpm_tcti: Option<String>,
 }
 
@@ -97,6 +99,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         self_signed,
         host_root: opts.host_root.clone(),
         tpm_tcti: opts.tpm_tcti.clone(),
+        smart_interval: opts.smart_interval,
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;

@@ -82,10 +82,13 @@ pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow_lik
     Ok(b)
 }
 
-/// For `HttpServer::on_connect`: remember the verified client certificate's CN.
+/// For `HttpServer::on_connect`: remember the verified client certificate's CN, and turn Nagle's
+/// algorithm off: a response larger than one TLS record (16 KiB) otherwise leaves its tail waiting
+/// for the client's delayed ACK (40 ms on Linux) on every request (bench/README.md, finding 5).
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use actix_tls::accept::openssl::TlsStream;
     if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
+        let _ = tls.get_ref().set_nodelay(true);
         let ssl = tls.ssl();
         if ssl.verify_result() == openssl::x509::X509VerifyResult::OK {
             if let Some(cert) = ssl.peer_certificate() {

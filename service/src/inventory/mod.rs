@@ -117,7 +117,8 @@ impl Inventory {
     }
 
     /// Read everything: sysfs, procfs and the commands the inventory parses (`ip`, `smartctl`…).
-    pub fn build(host: &Host) -> Inventory {
+    /// `smart` keeps SMART results between builds (smartctl runs only when due); `None` skips SMART.
+    pub fn build(host: &Host, smart: Option<&storage::SmartCache>) -> Inventory {
         let tables = host.read_bytes("/sys/firmware/dmi/tables/DMI").map(|t| smbios::parse(&t)).unwrap_or_default();
         Inventory {
             system: system_info(host, &tables),
@@ -127,7 +128,7 @@ impl Inventory {
             firmware: software::firmware(host),
             sensors: hwmon::sensors(host),
             pci: pci::devices(host, &pci::PciIds::load(host)),
-            storage: storage::controllers(host, true),
+            storage: storage::controllers(host, smart),
             network: network::read(host),
             secure_boot: secureboot::read(host),
         }

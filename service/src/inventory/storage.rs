@@ -1,9 +1,13 @@
 //! Storage inventory: block devices from /sys/block grouped by the controller they hang off
 //! (NVMe controllers, the AHCI/SAS HBA a disk's `device` path leads to, virtio-blk), SMART data
-//! from `smartctl --json=c -a`, and dm-crypt (LUKS) volumes.
+//! from `smartctl --json=c -n standby -a` (run at most every `--smart-interval` per drive, see
+//! `SmartCache`), and dm-crypt (LUKS) volumes.
 
-use crate::host::Host;
+use crate::host::{CmdOutput, Host};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 pub enum Kind {
@@ -333,9 +337,84 @@ fn vpd_serial(host: &Host, path: &str) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// One drive's SMART data (live or replayed); fills what sysfs did not say.
-fn add_smart(host: &Host, d: &mut Drive, dev: &str) {
-    let out = host.run("smartctl", &["--json=c", "-a", dev]);
+/// smartctl's command line for one device. `-n standby`: a disk that sleeps is not spun up;
+/// smartctl then says so and exits with bit 1 set.
+fn smartctl_args(dev: &str) -> [&str; 5] {
+    ["--json=c", "-n", "standby", "-a", dev]
+}
+
+/// Whether smartctl left the device alone because it sleeps (`-n standby`): exit bit 1 and a
+/// "Device is in STANDBY (or SLEEP) mode" message.
+fn in_standby(out: &CmdOutput) -> bool {
+    if out.status < 0 || out.status & 0b10 == 0 {
+        return false;
+    }
+    let text = out.stdout.to_ascii_lowercase();
+    text.contains("standby") || text.contains("sleep mode")
+}
+
+/// What `SmartCache` keeps per device between inventory builds.
+struct SmartEntry {
+    /// (serial, model) as sysfs showed them: another drive under the same name is read again.
+    identity: (Option<String>, Option<String>),
+    /// When smartctl last ran for it.
+    read_at: Instant,
+    /// The last output that was not a standby notice (`None`: the drive has only been seen asleep).
+    out: Option<CmdOutput>,
+}
+
+/// SMART results kept between inventory builds: sysfs is read on every refresh, smartctl at most
+/// once per `interval` per drive (and at once for a drive not seen before, or whose serial or
+/// model changed). Outputs are kept raw and parsed again on each build, so a reused result
+/// describes the drive exactly as a fresh one would.
+pub struct SmartCache {
+    interval: Duration,
+    entries: Mutex<HashMap<String, SmartEntry>>,
+}
+
+impl SmartCache {
+    pub fn new(interval: Duration) -> SmartCache {
+        SmartCache { interval, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Fill `d` from the SMART data of `dev`, running smartctl only when it is due.
+    fn apply(&self, host: &Host, d: &mut Drive, dev: &str, now: Instant) {
+        let identity = (d.serial.clone(), d.model.clone());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = entries.get(dev).filter(|e| e.identity == identity);
+        if let Some(e) = prev.filter(|e| now.saturating_duration_since(e.read_at) < self.interval) {
+            apply_smart(d, e.out.as_ref(), false);
+            return;
+        }
+        let out = host.run("smartctl", &smartctl_args(dev));
+        let (out, fresh) = if in_standby(&out) {
+            // Keep what the drive said when it was awake; say nothing new.
+            let kept = prev.and_then(|e| e.out.clone());
+            if kept.is_none() {
+                log::info!("drive {}: in standby, SMART data not read so as not to spin it up", d.id);
+            }
+            (kept, false)
+        } else {
+            (Some(out), true)
+        };
+        apply_smart(d, out.as_ref(), fresh);
+        entries.insert(dev.to_string(), SmartEntry { identity, read_at: now, out });
+    }
+
+    /// Forget the devices not seen in the last build: one that comes back is read at once.
+    fn retain(&self, seen: &[String]) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|dev, _| seen.contains(dev));
+    }
+}
+
+/// One drive's SMART data (live or replayed; `None`: the drive was asleep every time smartctl
+/// asked); fills what sysfs did not say. `announce`: log failures (only for a fresh reading, so
+/// a reused one does not log again).
+fn apply_smart(d: &mut Drive, out: Option<&CmdOutput>, announce: bool) {
+    let Some(out) = out else {
+        d.smart_error = Some("the drive is in standby: SMART data is read once it is awake".into());
+        return;
+    };
     match parse_smartctl(out.status, &out.stdout) {
         Ok((j, s)) => {
             // sysfs truncates ATA model (16) and firmware (4) strings: smartctl has them whole.
@@ -360,13 +439,15 @@ fn add_smart(host: &Host, d: &mut Drive, dev: &str) {
             if d.protocol == Some("SAS") && j.device.as_ref().and_then(|x| x.protocol.as_deref()) == Some("ATA") {
                 d.protocol = Some("SATA");
             }
-            if s.failing {
+            if s.failing && announce {
                 log::warn!("drive {}: SMART reports failure: {}", d.id, s.failures.join("; "));
             }
             d.smart = Some(s);
         }
         Err(e) => {
-            log::warn!("drive {}: no SMART data: {e}", d.id);
+            if announce {
+                log::warn!("drive {}: no SMART data: {e}", d.id);
+            }
             d.smart_error = Some(e);
         }
     }
@@ -395,8 +476,20 @@ fn block_facts(host: &Host, disk: &str, d: &mut Drive) {
     };
 }
 
-/// Build the storage inventory. `smart` runs (or replays) smartctl for each drive.
-pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
+/// Build the storage inventory. With `smart`, each drive gets its SMART data (smartctl run or
+/// replayed when due, else the kept result); without, SMART is skipped.
+pub fn controllers(host: &Host, smart: Option<&SmartCache>) -> Vec<Controller> {
+    controllers_at(host, smart, Instant::now())
+}
+
+fn controllers_at(host: &Host, smart: Option<&SmartCache>, now: Instant) -> Vec<Controller> {
+    let mut seen: Vec<String> = vec![];
+    let mut add_smart = |d: &mut Drive, dev: String| {
+        if let Some(cache) = smart {
+            cache.apply(host, d, &dev, now);
+            seen.push(dev);
+        }
+    };
     let mut out: Vec<Controller> = vec![];
     let all = disks(host);
     // NVMe: one Storage per controller; its namespaces are one drive.
@@ -431,9 +524,7 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
         if namespaces.is_empty() && model.is_none() {
             continue;
         }
-        if smart {
-            add_smart(host, &mut drive, &format!("/dev/{c}"));
-        }
+        add_smart(&mut drive, format!("/dev/{c}"));
         let real = resolve(host, &cp);
         let pci = resolve(host, &format!("{real}/device")).rsplit('/').next().filter(|s| is_pci_addr(s)).map(String::from);
         out.push(Controller {
@@ -498,8 +589,8 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
         if kind == Kind::Virtio {
             // virtio-blk says nothing true about the media (rotational is 1 by default).
             d.media_type = None;
-        } else if smart {
-            add_smart(host, &mut d, &format!("/dev/{disk}"));
+        } else {
+            add_smart(&mut d, format!("/dev/{disk}"));
         }
         let key = virtio_idx.map(|i| parts[..=i].join("/")).or_else(|| pci_idx.map(|i| parts[..=i].join("/"))).unwrap_or_default();
         match others.iter_mut().find(|c| c.kind == kind && c.model.as_deref() == Some(key.as_str())) {
@@ -517,6 +608,9 @@ pub fn controllers(host: &Host, smart: bool) -> Vec<Controller> {
         out.push(c);
     }
     add_volumes(host, &mut out);
+    if let Some(cache) = smart {
+        cache.retain(&seen);
+    }
     out
 }
 
@@ -579,7 +673,7 @@ pub fn captures(host: &Host) -> Vec<(String, usize)> {
 pub fn commands(host: &Host) -> Vec<(String, Vec<String>)> {
     let mut devs: Vec<String> = host.list("/sys/class/nvme").into_iter().map(|c| format!("/dev/{c}")).collect();
     devs.extend(disks(host).into_iter().filter(|d| nvme_ctrl(d).is_none() && !d.starts_with("vd")).map(|d| format!("/dev/{d}")));
-    devs.into_iter().map(|d| ("smartctl".to_string(), vec!["--json=c".into(), "-a".into(), d])).collect()
+    devs.into_iter().map(|d| ("smartctl".to_string(), smartctl_args(&d).iter().map(|a| a.to_string()).collect())).collect()
 }
 
 #[cfg(test)]
@@ -609,7 +703,7 @@ mod tests {
             std::fs::create_dir_all(dir.join("sys/devices/virtual/block").join(n)).unwrap();
             std::os::unix::fs::symlink(format!("../devices/virtual/block/{n}"), dir.join("sys/block").join(n)).unwrap();
         }
-        let c = controllers(&Host::fixture(&dir), false);
+        let c = controllers(&Host::fixture(&dir), None);
         assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!((c[0].id.as_str(), c[0].drives[0].protocol, c[0].drives[0].manufacturer.as_deref()), ("USB0", Some("USB"), Some("SanDisk")));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -646,6 +740,75 @@ mod record_tests {
         symlink(target, p).unwrap();
     }
 
+    /// One SATA HDD on AHCI (`sda`) whose recorded smartctl output the test rewrites.
+    const HDD: &str = "/sys/devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0";
+    fn one_hdd(root: &Path) {
+        ln(root, "/sys/devices/pci0000:00/0000:00:17.0/driver", "../../../bus/pci/drivers/ahci");
+        put(root, &format!("{HDD}/vendor"), "ATA     \n");
+        put(root, &format!("{HDD}/model"), "ST4000NM0035-1V4\n");
+        put(root, &format!("{HDD}/serial"), "ZC1001AB\n");
+        put(root, &format!("{HDD}/block/sda/size"), "7814037168\n");
+        put(root, &format!("{HDD}/block/sda/queue/rotational"), "1\n");
+        ln(root, &format!("{HDD}/block/sda/device"), "../../../0:0:0:0");
+        ln(root, "/sys/block/sda", "../devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block/sda");
+    }
+    fn smart_says(root: &Path, status: i32, stdout: &str) {
+        let cmd = root.join(crate::host::COMMANDS_DIR);
+        fs::create_dir_all(&cmd).unwrap();
+        let out = crate::host::CmdOutput { status, stdout: stdout.into() };
+        fs::write(cmd.join(crate::host::command_key("smartctl", &smartctl_args("/dev/sda"))), serde_json::to_vec(&out).unwrap()).unwrap();
+    }
+    fn temperature(c: &[Controller]) -> Option<i64> {
+        c[0].drives[0].smart.as_ref().and_then(|s| s.temperature_c)
+    }
+    fn hdd_json(temp: i64) -> String {
+        format!(r#"{{"smartctl":{{"exit_status":0}},"device":{{"protocol":"ATA"}},"model_name":"ST4000NM0035-1V4107","rotation_rate":7200,"smart_status":{{"passed":true}},"temperature":{{"current":{temp}}},"ata_smart_attributes":{{"table":[]}}}}"#)
+    }
+
+    #[test]
+    fn smart_is_reused_within_the_interval_and_standby_keeps_it() {
+        let root = std::env::temp_dir().join(format!("keel-sto-smart-{}", uuid::Uuid::new_v4()));
+        one_hdd(&root);
+        smart_says(&root, 0, &hdd_json(30));
+        let host = Host::fixture(&root);
+        let cache = SmartCache::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let first = controllers_at(&host, Some(&cache), t0);
+        assert_eq!(temperature(&first), Some(30));
+        assert_eq!(first[0].drives[0].model.as_deref(), Some("ST4000NM0035-1V4107"), "smartctl's whole model string");
+
+        // The drive now says otherwise, but within the interval smartctl is not run again, and
+        // the kept result describes the drive as the fresh one did.
+        smart_says(&root, 0, &hdd_json(41));
+        let again = controllers_at(&host, Some(&cache), t0 + Duration::from_secs(599));
+        assert_eq!(serde_json::to_value(&again).unwrap(), serde_json::to_value(&first).unwrap());
+        // After it, smartctl runs again.
+        let later = controllers_at(&host, Some(&cache), t0 + Duration::from_secs(600));
+        assert_eq!(temperature(&later), Some(41));
+
+        // The disk sleeps: `-n standby` leaves it alone (exit bit 1): the old values stay, no error.
+        smart_says(&root, 2, r#"{"smartctl":{"exit_status":2,"messages":[{"string":"Device is in STANDBY mode, exit(2)","severity":"information"}]}}"#);
+        let asleep = controllers_at(&host, Some(&cache), t0 + Duration::from_secs(1300));
+        assert_eq!(serde_json::to_value(&asleep).unwrap(), serde_json::to_value(&later).unwrap());
+        assert_eq!(asleep[0].drives[0].smart_error, None);
+
+        // Another drive in the same bay (new serial) is read at once, even within the interval.
+        put(&root, &format!("{HDD}/serial"), "ZC1002CD\n");
+        smart_says(&root, 0, &hdd_json(25));
+        let swapped = controllers_at(&host, Some(&cache), t0 + Duration::from_secs(1301));
+        assert_eq!(temperature(&swapped), Some(25));
+
+        // A drive seen only asleep has no SMART data and says why; SMART can also be skipped.
+        let fresh = SmartCache::new(Duration::from_secs(600));
+        smart_says(&root, 2, r#"{"smartctl":{"exit_status":2,"messages":[{"string":"Device is in STANDBY mode, exit(2)","severity":"information"}]}}"#);
+        let c = controllers_at(&host, Some(&fresh), t0);
+        assert_eq!(c[0].drives[0].smart, None);
+        assert!(c[0].drives[0].smart_error.as_deref().unwrap().contains("standby"));
+        let c = controllers_at(&host, None, t0);
+        assert_eq!((c[0].drives[0].smart.is_none(), c[0].drives[0].smart_error.is_none()), (true, true));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn a_recorded_machine_gives_the_same_storage() {
         let src = std::env::temp_dir().join(format!("keel-sto-src-{}", uuid::Uuid::new_v4()));
@@ -680,16 +843,16 @@ mod record_tests {
         let cmd = src.join(crate::host::COMMANDS_DIR);
         fs::create_dir_all(&cmd).unwrap();
         let out = crate::host::CmdOutput { status: 0, stdout: r#"{"smartctl":{"exit_status":0},"smart_status":{"passed":true},"nvme_smart_health_information_log":{"critical_warning":0,"percentage_used":4}}"#.into() };
-        fs::write(cmd.join(crate::host::command_key("smartctl", &["--json=c", "-a", "/dev/nvme0"])), serde_json::to_vec(&out).unwrap()).unwrap();
+        fs::write(cmd.join(crate::host::command_key("smartctl", &smartctl_args("/dev/nvme0"))), serde_json::to_vec(&out).unwrap()).unwrap();
 
-        let before = controllers(&Host::fixture(&src), true);
+        let before = controllers(&Host::fixture(&src), Some(&SmartCache::new(Duration::ZERO)));
         assert_eq!(before.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["NVMe0", "SATA0"]);
         assert_eq!(before[0].pci.as_deref(), Some("0000:41:00.0"));
         assert_eq!(before[0].volumes[0].id, "luks-data");
         assert_eq!(before[0].drives[0].smart.as_ref().unwrap().life_left_percent, Some(96));
         assert_eq!(before[1].driver.as_deref(), Some("ahci"));
         crate::host::record::record(&Host::fixture(&src), &dst).unwrap();
-        let after = controllers(&Host::fixture(&dst), true);
+        let after = controllers(&Host::fixture(&dst), Some(&SmartCache::new(Duration::ZERO)));
         assert_eq!(serde_json::to_value(&before).unwrap(), serde_json::to_value(&after).unwrap());
         fs::remove_dir_all(&src).unwrap();
         fs::remove_dir_all(&dst).unwrap();
