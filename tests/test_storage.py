@@ -392,3 +392,20 @@ def test_service_validator_on_storage_fixtures(maker, keeld_factory, tmp_path):
         maker(root)
         k = keeld_factory("--host-root", str(root))
     run_service_validator(k, tmp_path)
+
+
+def test_each_drives_firmware_is_in_the_firmware_inventory(keeld_factory, tmp_path):
+    root = tmp_path / "server"
+    make_nvme_sas_server(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    drives = get(k, s, "/redfish/v1/Chassis/chassis/Drives?$expand=.")["Members"]
+    fw = {m["Id"]: m for m in get(k, s, "/redfish/v1/UpdateService/FirmwareInventory?$expand=.")["Members"]}
+    with_rev = [d for d in drives if d.get("Revision")]
+    assert len(with_rev) == 16, "12 NVMe and 4 SAS drives report firmware"
+    for d in with_rev:
+        f = fw[f"Drive_{d['Id']}"]
+        assert f["Version"] == d["Revision"]
+        assert f["RelatedItem"] == [{"@odata.id": d["@odata.id"]}]
+        assert f["Updateable"] is False
+    assert {m["Version"] for m in fw.values() if m["Id"].startswith("Drive_")} >= {d["Revision"] for d in with_rev}

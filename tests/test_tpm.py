@@ -276,3 +276,19 @@ def test_service_validator_with_tpm(keeld_factory, swtpm, tmp_path):
     walked = run_service_validator(k, tmp_path)
     # The validator walked the new resources.
     assert "/TrustedComponents/TPM/Certificates/AK" in walked
+
+
+@needs_swtpm
+def test_tpm_firmware_is_in_the_firmware_inventory(keeld_factory, swtpm):
+    k = keeld_factory("--tpm-tcti", swtpm)
+    s = k.admin()
+    tm = s.get(k.url + "/redfish/v1/Systems/system").json()["TrustedModules"][0]
+    fw = s.get(k.url + "/redfish/v1/UpdateService/FirmwareInventory/TPM").json()
+    assert fw["Version"] == tm["FirmwareVersion"] and fw["Version"]
+    assert fw["RelatedItem"] == [{"@odata.id": "/redfish/v1/Chassis/chassis/TrustedComponents/TPM"}]
+    assert s.get(k.url + fw["RelatedItem"][0]["@odata.id"]).status_code == 200
+
+
+def test_no_tpm_no_tpm_firmware(keeld):
+    r = keeld.admin().get(keeld.url + "/redfish/v1/UpdateService/FirmwareInventory/TPM")
+    assert r.status_code == 404

@@ -14,6 +14,9 @@ pub struct Component {
     pub software_id: Option<String>,
     /// Whether it can be updated through UpdateService (the OS image can, by A/B slots).
     pub updateable: bool,
+    /// The resources this firmware runs in (RelatedItem).
+    #[serde(default)]
+    pub related: Vec<String>,
 }
 
 /// `KEY="value"` lines of os-release(5).
@@ -38,10 +41,11 @@ pub fn software(host: &Host) -> Vec<Component> {
             release_date: None,
             software_id: get("ID"),
             updateable: get("ID").as_deref() == Some("keel"),
+            related: vec![],
         });
     }
     if let Some(k) = host.attr("/proc/sys/kernel/osrelease") {
-        out.push(Component { id: "kernel".into(), name: "Linux kernel".into(), version: k, manufacturer: None, release_date: None, software_id: Some("linux".into()), updateable: false });
+        out.push(Component { id: "kernel".into(), name: "Linux kernel".into(), version: k, manufacturer: None, release_date: None, software_id: Some("linux".into()), updateable: false, related: vec![] });
     }
     out.push(Component {
         id: "keeld".into(),
@@ -51,13 +55,14 @@ pub fn software(host: &Host) -> Vec<Component> {
         release_date: None,
         software_id: Some("keeld".into()),
         updateable: false,
+        related: vec![crate::tree::managers::MANAGER.to_string()],
     });
     // `incus version` prints "Client version: X" and "Server version: Y".
     let iv = host.run("incus", &["version"]);
     if iv.status == 0 {
         let version = iv.stdout.lines().find_map(|l| l.strip_prefix("Server version:").or_else(|| l.strip_prefix("Client version:"))).map(|v| v.trim().to_string());
         if let Some(version) = version.filter(|v| !v.is_empty() && v != "unreachable") {
-            out.push(Component { id: "incus".into(), name: "Incus".into(), version, manufacturer: None, release_date: None, software_id: Some("incus".into()), updateable: false });
+            out.push(Component { id: "incus".into(), name: "Incus".into(), version, manufacturer: None, release_date: None, software_id: Some("incus".into()), updateable: false, related: vec![] });
         }
     }
     out
@@ -81,6 +86,7 @@ pub fn firmware(host: &Host) -> Vec<Component> {
             release_date,
             software_id: None,
             updateable: false,
+            related: vec![crate::tree::systems::SYSTEM.to_string()],
         });
     }
     out

@@ -35,13 +35,40 @@ async fn service(_: Req) -> RfResult<Value> {
     }))
 }
 
+/// Firmware: the system firmware, every drive's and the TPM's. Software: OS, kernel, keeld, Incus.
 fn components(r: &Req) -> (Vec<Component>, &'static str) {
     let inv = r.keel.inventory();
-    if r.path.starts_with("/redfish/v1/UpdateService/FirmwareInventory") {
-        (inv.firmware.clone(), "FirmwareInventory")
-    } else {
-        (inv.software.clone(), "SoftwareInventory")
+    if !r.path.starts_with("/redfish/v1/UpdateService/FirmwareInventory") {
+        return (inv.software.clone(), "SoftwareInventory");
     }
+    let mut fw = inv.firmware.clone();
+    for d in inv.storage.iter().flat_map(|c| c.drives.iter()) {
+        if let Some(rev) = &d.revision {
+            fw.push(Component {
+                id: format!("Drive_{}", d.id),
+                name: format!("{} firmware", d.model.as_deref().unwrap_or("Drive")),
+                version: rev.clone(),
+                manufacturer: d.manufacturer.clone(),
+                release_date: None,
+                software_id: d.model.clone(),
+                updateable: false,
+                related: vec![format!("{}/Drives/{}", super::systems::CHASSIS, d.id)],
+            });
+        }
+    }
+    if let Some(t) = &r.keel.tpm {
+        fw.push(Component {
+            id: "TPM".into(),
+            name: "TPM firmware".into(),
+            version: t.info.firmware_version.clone(),
+            manufacturer: Some(t.info.manufacturer.clone()),
+            release_date: None,
+            software_id: None,
+            updateable: false,
+            related: vec![format!("{}/TrustedComponents/TPM", super::systems::CHASSIS)],
+        });
+    }
+    (fw, "FirmwareInventory")
 }
 
 async fn list(r: Req) -> RfResult<Value> {
@@ -69,6 +96,10 @@ async fn item(r: Req) -> RfResult<Value> {
     }
     if let Some(s) = &c.software_id {
         v["SoftwareId"] = json!(s);
+    }
+    if !c.related.is_empty() {
+        v["RelatedItem"] = Value::Array(c.related.iter().map(|u| link(u.clone())).collect());
+        v["RelatedItem@odata.count"] = json!(c.related.len());
     }
     Ok(v)
 }
