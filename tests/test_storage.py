@@ -409,3 +409,21 @@ def test_each_drives_firmware_is_in_the_firmware_inventory(keeld_factory, tmp_pa
         assert f["RelatedItem"] == [{"@odata.id": d["@odata.id"]}]
         assert f["Updateable"] is False
     assert {m["Version"] for m in fw.values() if m["Id"].startswith("Drive_")} >= {d["Revision"] for d in with_rev}
+
+
+def test_drive_temperature_from_smart(keeld_factory, tmp_path):
+    root = tmp_path / "server"
+    make_nvme_sas_server(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    d = get(k, s, "/redfish/v1/Chassis/chassis/Drives/nvme5")
+    env = get(k, s, d["EnvironmentMetrics"]["@odata.id"])
+    assert env["TemperatureCelsius"]["Reading"] == 34 + 5, "the fixture's smartctl reports 34 + n °C"
+    # A drive without SMART (or without a temperature) has no EnvironmentMetrics.
+    bare = tmp_path / "edge"
+    make_edge_box(bare)
+    (bare / ".keel-commands").exists() and [p.unlink() for p in (bare / ".keel-commands").glob("smartctl*")]
+    k2 = keeld_factory("--host-root", str(bare))
+    for m in get(k2, k2.admin(), "/redfish/v1/Chassis/chassis/Drives?$expand=.")["Members"]:
+        assert "EnvironmentMetrics" not in m
+        assert k2.admin().get(k2.url + m["@odata.id"] + "/EnvironmentMetrics").status_code == 404

@@ -102,6 +102,7 @@ types! {
     STORAGE_CONTROLLER_COLLECTION = RfType::collection("StorageControllerCollection");
     DRIVE = RfType::new("Drive", "v1_22_0");
     DRIVE_COLLECTION = RfType::collection("DriveCollection");
+    ENVIRONMENT_METRICS = RfType::new("EnvironmentMetrics", "v1_5_0");
     VOLUME = RfType::new("Volume", "v1_10_2");
     VOLUME_COLLECTION = RfType::collection("VolumeCollection");
     ETHERNET_INTERFACE = RfType::new("EthernetInterface", "v1_12_4");

@@ -18,6 +18,7 @@ pub fn register(t: &mut Tree) {
     // Drives live under the chassis (the Storage-relative URI is deprecated in Drive v1.x).
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives", "DriveCollection", Some(types::DRIVE_COLLECTION)).get(LOGIN, drive_list));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives/{DriveId}", "Drive", Some(types::DRIVE)).get(LOGIN, drive));
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/Drives/{DriveId}/EnvironmentMetrics", "EnvironmentMetrics", Some(types::ENVIRONMENT_METRICS)).get(LOGIN, drive_environment));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Volumes", "VolumeCollection", Some(types::VOLUME_COLLECTION)).get(LOGIN, volumes));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}/Storage/{StorageId}/Volumes/{VolumeId}", "Volume", Some(types::VOLUME)).get(LOGIN, volume));
 }
@@ -103,10 +104,27 @@ async fn drive_list(r: Req) -> RfResult<Value> {
     Ok(collection("Drive Collection", inv.storage.iter().flat_map(|c| c.drives.iter().map(drive_uri))))
 }
 
+/// A drive's temperature as SMART last reported it (EnvironmentMetrics of the drive).
+async fn drive_environment(r: Req) -> RfResult<Value> {
+    super::check_chassis(&r)?;
+    let inv = r.keel.inventory();
+    let id = r.param(1);
+    let t = inv
+        .storage
+        .iter()
+        .flat_map(|c| c.drives.iter())
+        .find(|d| d.id == id)
+        .and_then(|d| d.smart.as_ref().and_then(|s| s.temperature_c))
+        .ok_or_else(|| RfError::not_found(&r.path))?;
+    Ok(json!({
+        "Id": "EnvironmentMetrics",
+        "Name": format!("Drive {id} environment"),
+        "TemperatureCelsius": { "Reading": t },
+    }))
+}
+
 async fn drive(r: Req) -> RfResult<Value> {
-    if r.param(0) != "chassis" {
-        return Err(RfError::resource_not_found("Chassis", r.param(0)));
-    }
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let id = r.param(1);
     let (c, d) = inv
@@ -134,6 +152,9 @@ async fn drive(r: Req) -> RfResult<Value> {
             v["Identifiers"] = json!([{ "DurableNameFormat": fmt, "DurableName": name }]);
         }
         if let Some(s) = &d.smart {
+            if s.temperature_c.is_some() {
+                v["EnvironmentMetrics"] = link(format!("{uri}/EnvironmentMetrics"));
+            }
             v["FailurePredicted"] = json!(s.failing);
             put(&mut v, "PredictedMediaLifeLeftPercent", s.life_left_percent);
             if s.failing {
