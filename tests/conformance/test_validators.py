@@ -314,35 +314,27 @@ def run_interop(netns, k, profile):
     return r
 
 
+def interop_failures(netns, k, profiles):
+    """Run the Interop Validator with each profile; the failures, readable."""
+    failed = []
+    for profile in profiles:
+        r = run_interop(netns, k, profile)
+        if r.returncode != 0:
+            failed.append(f"{profile.name}: exit {r.returncode}\n{ANSI.sub('', r.stdout)[-4000:]}")
+    return failed
+
+
 def test_interop_validator_keel_profile(netns, populated_keeld):
     """Keel's own product profile (profiles/): what every Keel host promises its clients."""
     assert KEEL_PROFILES, "no profile in profiles/"
-    failed = []
-    for profile in KEEL_PROFILES:
-        r = run_interop(netns, populated_keeld, profile)
-        if r.returncode != 0:
-            failed.append(f"{profile.name}: exit {r.returncode}\n{ANSI.sub('', r.stdout)[-4000:]}")
+    failed = interop_failures(netns, populated_keeld, KEEL_PROFILES)
     assert not failed, "\n".join(failed)
 
 
-def test_interop_validator_ocp_profile(netns, tmp_path_factory):
+def test_interop_validator_ocp_profile(netns, populated_keeld):
     profiles = ocp_profiles()
     if not profiles:
         pytest.skip(f"no OCP interoperability profile in {SCHEMAS} (the DSP8010 bundle ships none); "
                     "set KEEL_INTEROP_PROFILE=/path/to/profile.json to run rf_interop_validator")
-    k = start_keeld(netns, tmp_path_factory, "interop")
-    try:
-        failed = []
-        for profile in profiles:
-            logdir = k.dir / f"interop-{profile.stem}"
-            logdir.mkdir()
-            argv = [tool("rf_interop_validator"), "-r", k.url, "-u", ADMIN[0], "-p", ADMIN[1],
-                    "--authtype", "Session", "--logdir", logdir, "--timeout", "30", profile]
-            r = netns.run(argv, cwd=logdir, capture_output=True, text=True, timeout=900)
-            (logdir / "output.txt").write_text(r.stdout + r.stderr)
-            print(f"Interop Validator, {profile.name}: exit {r.returncode} (reports: {logdir})")
-            if r.returncode != 0:
-                failed.append(f"{profile.name}: exit {r.returncode}\n{ANSI.sub('', r.stdout)[-4000:]}")
-        assert not failed, "\n".join(failed)
-    finally:
-        k.stop()
+    failed = interop_failures(netns, populated_keeld, profiles)
+    assert not failed, "\n".join(failed)
