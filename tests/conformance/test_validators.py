@@ -303,8 +303,7 @@ def ocp_profiles():
 
 
 def run_interop(netns, k, profile):
-    logdir = k.dir / f"interop-{profile.stem}"
-    logdir.mkdir()
+    logdir = pathlib.Path(tempfile.mkdtemp(dir=k.dir, prefix=f"interop-{profile.stem}-"))
     argv = [tool("rf_interop_validator"), "-r", k.url, "-u", ADMIN[0], "-p", ADMIN[1],
             "--authtype", "Session", "--logdir", logdir, "--timeout", "30", profile]
     r = netns.run(argv, cwd=logdir, capture_output=True, text=True, timeout=900)
