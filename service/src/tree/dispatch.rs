@@ -197,23 +197,21 @@ fn etag_matches(header_value: &str, etag: &str) -> bool {
     header_value.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
-/// Put `@odata.id` and `@odata.type` first, as every resource carries them.
+/// Put `@odata.id` and `@odata.type` first, as every resource carries them (inserted in place,
+/// not by rebuilding the map: this runs for every resource of an `$expand`).
 fn finish(route: &Route, path: &str, v: Value) -> Value {
-    let Value::Object(m) = v else { return v };
-    if route.rtype.is_none() {
-        return Value::Object(m);
-    }
-    let mut out = Map::with_capacity(m.len() + 2);
-    if !m.contains_key("@odata.id") {
-        out.insert("@odata.id".into(), Value::String(path.to_string()));
-    }
-    if let Some(t) = route.rtype {
-        if !m.contains_key("@odata.type") {
-            out.insert("@odata.type".into(), Value::String(t.odata_type()));
+    match (v, route.rtype) {
+        (Value::Object(mut m), Some(t)) => {
+            if !m.contains_key("@odata.type") {
+                m.shift_insert(0, "@odata.type".into(), Value::String(t.odata_type()));
+            }
+            if !m.contains_key("@odata.id") {
+                m.shift_insert(0, "@odata.id".into(), Value::String(path.to_string()));
+            }
+            Value::Object(m)
         }
+        (other, _) => other,
     }
-    out.extend(m);
-    Value::Object(out)
 }
 
 /// A JSON resource exactly as stored, before query options.
