@@ -119,7 +119,7 @@ fn bench_inventory(dir: &std::path::Path, runs: usize) {
 
 fn main() {
     tune_allocator();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_target(false).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn")).format_target(false).init();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Openapi => {
