@@ -245,6 +245,8 @@ pub fn body_use(op: &PostOp) -> Use<'static> {
 #[derive(Default)]
 pub struct Tree {
     pub routes: Vec<Route>,
+    /// Route indexes by segment count: a lookup only tries patterns of the path's length.
+    by_len: Vec<Vec<usize>>,
 }
 
 impl Tree {
@@ -264,6 +266,11 @@ impl Tree {
 
     pub fn add(&mut self, r: Route) {
         assert!(!self.routes.iter().any(|x| x.segs == r.segs), "route {} registered twice", r.pattern);
+        let n = r.segs.len();
+        if self.by_len.len() <= n {
+            self.by_len.resize(n + 1, vec![]);
+        }
+        self.by_len[n].push(self.routes.len());
         self.routes.push(r);
     }
 
@@ -271,7 +278,7 @@ impl Tree {
     pub fn find(&self, path: &str) -> Option<(&Route, Vec<String>)> {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let mut best: Option<(&Route, Vec<String>)> = None;
-        for r in &self.routes {
+        for r in self.by_len.get(segs.len()).into_iter().flatten().map(|i| &self.routes[*i]) {
             if let Some(p) = r.matches(&segs) {
                 if best.as_ref().map_or(true, |(_, bp)| p.len() < bp.len()) {
                     best = Some((r, p));
