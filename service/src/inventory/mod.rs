@@ -43,14 +43,20 @@ pub struct Inventory {
     pub secure_boot: Option<secureboot::SecureBoot>,
 }
 
-fn dmi(host: &Host, field: &str) -> Option<String> {
-    let v = host.attr(&format!("/sys/class/dmi/id/{field}"))?;
-    let lower = v.to_ascii_lowercase();
-    if ["to be filled by o.e.m.", "default string", "not specified", "system product name", "system manufacturer", "none"].contains(&lower.as_str()) {
-        None
-    } else {
-        Some(v)
-    }
+/// A firmware-provided text, unless it is one of the placeholders vendors leave in
+/// (`To Be Filled By O.E.M.`, `Default string`, `Not Specified`…): those mean "unknown".
+pub fn meaningful(s: &str) -> Option<String> {
+    const PLACEHOLDERS: &[&str] = &[
+        "to be filled by o.e.m.", "default string", "not specified", "system product name", "system manufacturer",
+        "unknown", "none", "not provided", "no dimm", "n/a",
+    ];
+    let s = s.trim();
+    (!s.is_empty() && !PLACEHOLDERS.contains(&s.to_ascii_lowercase().as_str())).then(|| s.to_string())
+}
+
+/// One `/sys/class/dmi/id` field of the host, if meaningful.
+pub fn dmi(host: &Host, field: &str) -> Option<String> {
+    meaningful(&host.attr(&format!("/sys/class/dmi/id/{field}"))?)
 }
 
 pub fn system_info(host: &Host, tables: &[smbios::Structure]) -> SystemInfo {

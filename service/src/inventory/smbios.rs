@@ -23,13 +23,7 @@ impl Structure {
     /// vendors leave in (`To Be Filled By O.E.M.`, `Not Specified`…) count as none.
     pub fn string(&self, off: usize) -> Option<String> {
         let i = self.byte(off)? as usize;
-        let s = self.strings.get(i.checked_sub(1)?)?.trim();
-        let lower = s.to_ascii_lowercase();
-        if s.is_empty() || ["to be filled by o.e.m.", "not specified", "default string", "unknown", "none", "not provided", "no dimm", "n/a"].contains(&lower.as_str()) {
-            None
-        } else {
-            Some(s.to_string())
-        }
+        super::meaningful(self.strings.get(i.checked_sub(1)?)?)
     }
 }
 

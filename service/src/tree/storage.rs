@@ -104,18 +104,21 @@ async fn drive_list(r: Req) -> RfResult<Value> {
     Ok(collection("Drive Collection", inv.storage.iter().flat_map(|c| c.drives.iter().map(drive_uri))))
 }
 
+/// A drive by its Id, with the controller it hangs off.
+fn find_drive<'a>(inv: &'a crate::inventory::Inventory, id: &str) -> RfResult<(&'a Controller, &'a Drive)> {
+    inv.storage
+        .iter()
+        .find_map(|c| c.drives.iter().find(|d| d.id == id).map(|d| (c, d)))
+        .ok_or_else(|| RfError::resource_not_found("Drive", id))
+}
+
 /// A drive's temperature as SMART last reported it (EnvironmentMetrics of the drive).
 async fn drive_environment(r: Req) -> RfResult<Value> {
     super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let id = r.param(1);
-    let t = inv
-        .storage
-        .iter()
-        .flat_map(|c| c.drives.iter())
-        .find(|d| d.id == id)
-        .and_then(|d| d.smart.as_ref().and_then(|s| s.temperature_c))
-        .ok_or_else(|| RfError::not_found(&r.path))?;
+    let (_, d) = find_drive(&inv, id)?;
+    let t = d.smart.as_ref().and_then(|s| s.temperature_c).ok_or_else(|| RfError::not_found(&r.path))?;
     Ok(json!({
         "Id": "EnvironmentMetrics",
         "Name": format!("Drive {id} environment"),
@@ -127,11 +130,7 @@ async fn drive(r: Req) -> RfResult<Value> {
     super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let id = r.param(1);
-    let (c, d) = inv
-        .storage
-        .iter()
-        .find_map(|c| c.drives.iter().find(|d| d.id == id).map(|d| (c, d)))
-        .ok_or_else(|| RfError::resource_not_found("Drive", id))?;
+    let (c, d) = find_drive(&inv, id)?;
     {
         let uri = drive_uri(d);
         let mut v = json!({

@@ -22,9 +22,7 @@ pub fn register(t: &mut Tree) {
 
 /// One DMI field of the host, if meaningful.
 fn dmi(r: &Req, field: &str) -> Option<String> {
-    let v = r.keel.host.attr(&format!("/sys/class/dmi/id/{field}"))?;
-    let lower = v.to_ascii_lowercase();
-    (!["to be filled by o.e.m.", "default string", "not specified"].contains(&lower.as_str())).then_some(v)
+    crate::inventory::dmi(&r.keel.host, field)
 }
 
 async fn systems(_: Req) -> RfResult<Value> {
