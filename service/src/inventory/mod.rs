@@ -93,32 +93,15 @@ impl Inventory {
     /// Every resource the inventory puts in the tree, with its Redfish type name: comparing two
     /// inventories tells what was hot-plugged or removed.
     pub fn resources(&self) -> std::collections::BTreeMap<String, &'static str> {
-        let sys = crate::tree::systems::SYSTEM;
-        let ch = crate::tree::systems::CHASSIS;
+        use crate::tree::{network, pcie, sensors, storage, systems};
         let mut m = std::collections::BTreeMap::new();
-        for p in &self.processors {
-            m.insert(format!("{sys}/Processors/CPU{}", p.socket), "Processor");
-        }
-        for i in 0..self.memory.len() {
-            m.insert(format!("{sys}/Memory/DIMM{i}"), "Memory");
-        }
-        for s in &self.sensors {
-            m.insert(format!("{ch}/Sensors/{}", s.id), "Sensor");
-        }
-        for d in &self.pci {
-            m.insert(format!("{ch}/PCIeDevices/{}", d.id), "PCIeDevice");
-        }
-        for i in &self.network.interfaces {
-            m.insert(crate::tree::network::iface_uri(&i.name), "EthernetInterface");
-        }
-        for a in &self.network.adapters {
-            m.insert(crate::tree::network::adapter_uri(&a.id), "NetworkAdapter");
-        }
-        for c in &self.storage {
-            for d in &c.drives {
-                m.insert(format!("{ch}/Drives/{}", d.id), "Drive");
-            }
-        }
+        m.extend(self.processors.iter().map(|p| (systems::processor_uri(p.socket), "Processor")));
+        m.extend((0..self.memory.len()).map(|i| (systems::dimm_uri(i), "Memory")));
+        m.extend(self.sensors.iter().map(|s| (sensors::sensor_uri(&s.id), "Sensor")));
+        m.extend(self.pci.iter().map(|d| (pcie::device_uri(&d.id), "PCIeDevice")));
+        m.extend(self.network.interfaces.iter().map(|i| (network::iface_uri(&i.name), "EthernetInterface")));
+        m.extend(self.network.adapters.iter().map(|a| (network::adapter_uri(&a.id), "NetworkAdapter")));
+        m.extend(self.storage.iter().flat_map(|c| c.drives.iter()).map(|d| (storage::drive_uri(d), "Drive")));
         m
     }
 

@@ -20,9 +20,8 @@ pub fn register(t: &mut Tree) {
     );
 }
 
-fn base(r: &Req) -> RfResult<String> {
-    super::check_chassis(r)?;
-    Ok(format!("{}/PCIeDevices", super::systems::CHASSIS))
+pub fn device_uri(id: &str) -> String {
+    format!("{}/PCIeDevices/{id}", super::systems::CHASSIS)
 }
 
 fn find<'a>(devs: &'a [Device], id: &str) -> RfResult<&'a Device> {
@@ -30,13 +29,13 @@ fn find<'a>(devs: &'a [Device], id: &str) -> RfResult<&'a Device> {
 }
 
 async fn list(r: Req) -> RfResult<Value> {
-    let b = base(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
-    Ok(collection("PCIe Devices", inv.pci.iter().map(|d| format!("{b}/{}", d.id))))
+    Ok(collection("PCIe Devices", inv.pci.iter().map(|d| device_uri(&d.id))))
 }
 
 async fn device(r: Req) -> RfResult<Value> {
-    let b = base(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let d = find(&inv.pci, r.param(1))?;
     let f0 = &d.functions[0];
@@ -44,7 +43,7 @@ async fn device(r: Req) -> RfResult<Value> {
         "Id": d.id,
         "Name": d.name.clone().unwrap_or_else(|| format!("PCIe device {:04x}:{:04x}", f0.vendor_id, f0.device_id)),
         "DeviceType": if d.functions.len() > 1 { "MultiFunction" } else { "SingleFunction" },
-        "PCIeFunctions": link(format!("{b}/{}/PCIeFunctions", d.id)),
+        "PCIeFunctions": link(format!("{}/PCIeFunctions", device_uri(&d.id))),
         "Status": { "State": "Enabled", "Health": "OK" },
     });
     if let Some(m) = &d.vendor {
@@ -69,14 +68,14 @@ async fn device(r: Req) -> RfResult<Value> {
 }
 
 async fn functions(r: Req) -> RfResult<Value> {
-    let b = base(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let d = find(&inv.pci, r.param(1))?;
-    Ok(collection("PCIe Functions", d.functions.iter().map(|f| format!("{b}/{}/PCIeFunctions/{}", d.id, f.function))))
+    Ok(collection("PCIe Functions", d.functions.iter().map(|f| format!("{}/PCIeFunctions/{}", device_uri(&d.id), f.function))))
 }
 
 async fn function(r: Req) -> RfResult<Value> {
-    let b = base(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let d = find(&inv.pci, r.param(1))?;
     let f = d
@@ -93,7 +92,7 @@ async fn function(r: Req) -> RfResult<Value> {
         "ClassCode": format!("0x{:06x}", f.class),
         "DeviceClass": device_class(f.class),
         "FunctionType": if f.virtual_fn { "Virtual" } else { "Physical" },
-        "Links": { "PCIeDevice": link(format!("{b}/{}", d.id)) },
+        "Links": { "PCIeDevice": link(device_uri(&d.id)) },
         "Status": { "State": "Enabled", "Health": "OK" },
     });
     if let Some(x) = f.subsystem_vendor_id {

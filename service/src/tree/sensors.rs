@@ -16,9 +16,13 @@ pub fn register(t: &mut Tree) {
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/ThermalSubsystem/Fans/{FanId}", "Fan", Some(types::FAN)).get(LOGIN, fan));
 }
 
-fn chassis(r: &Req) -> RfResult<String> {
-    super::check_chassis(r)?;
-    Ok(super::systems::CHASSIS.to_string())
+pub fn sensor_uri(id: &str) -> String {
+    format!("{}/Sensors/{id}", super::systems::CHASSIS)
+}
+
+/// The chassis ThermalSubsystem's URI.
+fn thermal_uri() -> String {
+    format!("{}/ThermalSubsystem", super::systems::CHASSIS)
 }
 
 fn find<'a>(list: &'a [Sensor], id: &str, kind: &str) -> RfResult<&'a Sensor> {
@@ -31,9 +35,9 @@ pub fn has_thermal(sensors: &[Sensor]) -> bool {
 }
 
 async fn list(r: Req) -> RfResult<Value> {
-    let c = chassis(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
-    Ok(collection("Sensors", inv.sensors.iter().map(|s| format!("{c}/Sensors/{}", s.id))))
+    Ok(collection("Sensors", inv.sensors.iter().map(|s| sensor_uri(&s.id))))
 }
 
 /// Health from the chip's own limits: at or past critical is Critical, past max/min is Warning.
@@ -50,7 +54,7 @@ fn health(r: &Req, s: &Sensor, reading: Option<f64>) -> &'static str {
 }
 
 async fn one(r: Req) -> RfResult<Value> {
-    chassis(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let s = find(&inv.sensors, r.param(1), "Sensor")?;
     let (_, reading_type, units, _) = s.kind.spec();
@@ -76,7 +80,7 @@ async fn one(r: Req) -> RfResult<Value> {
 }
 
 async fn thermal(r: Req) -> RfResult<Value> {
-    let c = chassis(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     if !has_thermal(&inv.sensors) {
         return Err(RfError::not_found(&r.path));
@@ -84,14 +88,14 @@ async fn thermal(r: Req) -> RfResult<Value> {
     Ok(json!({
         "Id": "ThermalSubsystem",
         "Name": "Thermal Subsystem",
-        "Fans": link(format!("{c}/ThermalSubsystem/Fans")),
-        "ThermalMetrics": link(format!("{c}/ThermalSubsystem/ThermalMetrics")),
+        "Fans": link(format!("{}/Fans", thermal_uri())),
+        "ThermalMetrics": link(format!("{}/ThermalMetrics", thermal_uri())),
         "Status": { "State": "Enabled", "Health": "OK" },
     }))
 }
 
 async fn metrics(r: Req) -> RfResult<Value> {
-    let c = chassis(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     if !has_thermal(&inv.sensors) {
         return Err(RfError::not_found(&r.path));
@@ -100,29 +104,29 @@ async fn metrics(r: Req) -> RfResult<Value> {
         .sensors
         .iter()
         .filter(|s| s.kind == Kind::Temperature)
-        .map(|s| json!({ "DataSourceUri": format!("{c}/Sensors/{}", s.id), "Reading": hwmon::value(&r.keel.host, s, "input"), "DeviceName": format!("{} {}", s.chip, s.label) }))
+        .map(|s| json!({ "DataSourceUri": sensor_uri(&s.id), "Reading": hwmon::value(&r.keel.host, s, "input"), "DeviceName": format!("{} {}", s.chip, s.label) }))
         .collect();
     Ok(json!({ "Id": "ThermalMetrics", "Name": "Thermal Metrics", "TemperatureReadingsCelsius": temps }))
 }
 
 async fn fans(r: Req) -> RfResult<Value> {
-    let c = chassis(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     if !has_thermal(&inv.sensors) {
         return Err(RfError::not_found(&r.path));
     }
-    Ok(collection("Fans", inv.sensors.iter().filter(|s| s.kind == Kind::Fan).map(|s| format!("{c}/ThermalSubsystem/Fans/{}", s.id))))
+    Ok(collection("Fans", inv.sensors.iter().filter(|s| s.kind == Kind::Fan).map(|s| format!("{}/Fans/{}", thermal_uri(), s.id))))
 }
 
 async fn fan(r: Req) -> RfResult<Value> {
-    let c = chassis(&r)?;
+    super::check_chassis(&r)?;
     let inv = r.keel.inventory();
     let s = find(&inv.sensors, r.param(1), "Fan").and_then(|s| if s.kind == Kind::Fan { Ok(s) } else { Err(RfError::resource_not_found("Fan", r.param(1))) })?;
     let rpm = hwmon::value(&r.keel.host, s, "input");
     Ok(json!({
         "Id": s.id,
         "Name": format!("{} {}", s.chip, s.label),
-        "SpeedPercent": { "DataSourceUri": format!("{c}/Sensors/{}", s.id), "SpeedRPM": rpm },
+        "SpeedPercent": { "DataSourceUri": sensor_uri(&s.id), "SpeedRPM": rpm },
         "Status": { "State": if rpm.is_some() { "Enabled" } else { "UnavailableOffline" }, "Health": health(&r, s, rpm) },
     }))
 }

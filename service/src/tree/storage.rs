@@ -35,7 +35,7 @@ fn with_ctrl<T>(r: &Req, f: impl FnOnce(&Controller) -> RfResult<T>) -> RfResult
     f(c)
 }
 
-fn drive_uri(d: &Drive) -> String {
+pub fn drive_uri(d: &Drive) -> String {
     format!("{CHASSIS}/Drives/{}", d.id)
 }
 

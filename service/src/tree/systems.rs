@@ -9,6 +9,13 @@ use serde_json::{json, Value};
 pub const SYSTEM: &str = "/redfish/v1/Systems/system";
 pub const CHASSIS: &str = "/redfish/v1/Chassis/chassis";
 
+pub fn processor_uri(socket: u32) -> String {
+    format!("{SYSTEM}/Processors/CPU{socket}")
+}
+pub fn dimm_uri(index: usize) -> String {
+    format!("{SYSTEM}/Memory/DIMM{index}")
+}
+
 pub fn register(t: &mut Tree) {
     t.add(Tree::route("/redfish/v1/Systems", "ComputerSystemCollection", Some(types::COMPUTER_SYSTEM_COLLECTION)).get(LOGIN, systems));
     t.add(Tree::route("/redfish/v1/Systems/{ComputerSystemId}", "ComputerSystem", Some(types::COMPUTER_SYSTEM)).get(LOGIN, system));
@@ -84,7 +91,7 @@ fn memory_gib(inv: &crate::inventory::Inventory) -> f64 {
 async fn processors(r: Req) -> RfResult<Value> {
     check_system(&r)?;
     let inv = r.keel.inventory();
-    Ok(collection("Processors Collection", inv.processors.iter().map(|p| format!("{SYSTEM}/Processors/CPU{}", p.socket))))
+    Ok(collection("Processors Collection", inv.processors.iter().map(|p| processor_uri(p.socket))))
 }
 
 async fn processor(r: Req) -> RfResult<Value> {
@@ -129,7 +136,7 @@ async fn processor(r: Req) -> RfResult<Value> {
 async fn memory_list(r: Req) -> RfResult<Value> {
     check_system(&r)?;
     let inv = r.keel.inventory();
-    Ok(collection("Memory Collection", (0..inv.memory.len()).map(|i| format!("{SYSTEM}/Memory/DIMM{i}"))))
+    Ok(collection("Memory Collection", (0..inv.memory.len()).map(dimm_uri)))
 }
 
 async fn memory(r: Req) -> RfResult<Value> {
