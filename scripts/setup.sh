@@ -25,6 +25,8 @@ die() { echo "setup: ERROR: $*" >&2; exit 1; }
 # Building keeld: a C toolchain, OpenSSL headers (the openssl crate links the system library) and the
 # TPM2 Software Stack (tss-esapi links libtss2-esys and its TCTIs).
 pkgs=(build-essential pkg-config libssl-dev openssl libtss2-dev ca-certificates curl git)
+# What keeld runs to read the machine: ethtool (NIC firmware versions).
+pkgs+=(ethtool)
 if [ "$test_deps" = 1 ]; then
     # python3-venv: the test venv; wrk: bench/; chromium (+ fonts): the HTML view tests;
     # iproute2 + util-linux (ip, unshare, nsenter): the validators run in a private network namespace.

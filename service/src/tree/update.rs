@@ -35,6 +35,10 @@ async fn service(_: Req) -> RfResult<Value> {
     }))
 }
 
+pub fn firmware_uri(id: &str) -> String {
+    format!("{US}/FirmwareInventory/{id}")
+}
+
 /// Firmware: the system firmware, every drive's and the TPM's. Software: OS, kernel, keeld, Incus.
 fn components(r: &Req) -> (Vec<Component>, &'static str) {
     let inv = r.keel.inventory();
@@ -53,6 +57,20 @@ fn components(r: &Req) -> (Vec<Component>, &'static str) {
                 software_id: d.model.clone(),
                 updateable: false,
                 related: vec![format!("{}/Drives/{}", super::systems::CHASSIS, d.id)],
+            });
+        }
+    }
+    for a in inv.network.adapters.iter() {
+        if let Some(v) = &a.firmware {
+            fw.push(Component {
+                id: super::network::nic_firmware_id(&a.id),
+                name: format!("{} firmware", a.model.as_deref().unwrap_or("Network adapter")),
+                version: v.clone(),
+                manufacturer: a.manufacturer.clone(),
+                release_date: None,
+                software_id: None,
+                updateable: false,
+                related: vec![super::network::adapter_uri(&a.id)],
             });
         }
     }
