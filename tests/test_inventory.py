@@ -2,7 +2,7 @@
 import struct
 import subprocess
 
-from conftest import KEELD
+from conftest import KEELD, run_service_validator
 
 SYS = "/redfish/v1/Systems/system"
 
@@ -197,12 +197,45 @@ def test_hwmon_sensors_thresholds_and_thermal_subsystem(keeld_factory, tmp_path)
     assert s.get(k.url + base + "/Sensors/nct6798_in0").json()["Reading"] == 1.216
 
 
+def make_power_supplies(root):
+    """An edge box on a USB UPS: mains adapter online, the UPS on battery (offline), a laptop-style battery."""
+    for name, attrs in {"AC": {"type": "Mains", "online": "1"},
+                        "ups-0": {"type": "UPS", "online": "0", "present": "1", "manufacturer": "APC",
+                                  "model_name": "Back-UPS ES 700", "serial_number": "4B1234P56789"},
+                        "BAT0": {"type": "Battery", "status": "Charging", "capacity": "80"}}.items():
+        d = root / "sys/class/power_supply" / name
+        d.mkdir(parents=True)
+        for f, v in attrs.items():
+            (d / f).write_text(v + "\n")
+
+
+def test_power_subsystem_from_power_supplies_and_hwmon(keeld_factory, tmp_path):
+    root = tmp_path / "hw"
+    make_server_fixture(root)
+    make_hwmon(root)
+    make_power_supplies(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    base = "/redfish/v1/Chassis/chassis"
+    assert s.get(k.url + base).json()["PowerSubsystem"] == {"@odata.id": base + "/PowerSubsystem"}
+    ps = s.get(k.url + base + "/PowerSubsystem?$expand=.($levels=2)").json()
+    supplies = {m["Id"]: m for m in ps["PowerSupplies"]["Members"]}
+    assert sorted(supplies) == ["AC", "ups-0"], "a battery is not a power supply"
+    assert supplies["AC"]["PowerSupplyType"] == "AC" and supplies["AC"]["Status"] == {"State": "Enabled", "Health": "OK"}
+    ups = supplies["ups-0"]
+    assert (ups["Manufacturer"], ups["Model"], ups["SerialNumber"]) == ("APC", "Back-UPS ES 700", "4B1234P56789")
+    assert ups["Status"] == {"State": "UnavailableOffline", "Health": "Warning"}, "mains lost: running on its battery"
+    assert s.get(k.url + base + "/PowerSubsystem/PowerSupplies/BAT0").status_code == 404
+    run_service_validator(k, tmp_path)
+
+
 def test_no_hwmon_means_no_thermal_subsystem(keeld_factory, tmp_path):
     root = tmp_path / "bare"
     make_server_fixture(root)
     k = keeld_factory("--host-root", str(root))
     ch = k.admin().get(k.url + "/redfish/v1/Chassis/chassis").json()
-    assert "ThermalSubsystem" not in ch
+    assert "ThermalSubsystem" not in ch and "PowerSubsystem" not in ch
+    assert k.admin().get(k.url + "/redfish/v1/Chassis/chassis/PowerSubsystem").status_code == 404
     assert k.admin().get(k.url + "/redfish/v1/Chassis/chassis/Sensors").json()["Members"] == []
 
 

@@ -94,6 +94,9 @@ types! {
     THERMAL_METRICS = RfType::new("ThermalMetrics", "v1_3_2");
     FAN = RfType::new("Fan", "v1_6_0");
     FAN_COLLECTION = RfType::collection("FanCollection");
+    POWER_SUBSYSTEM = RfType::new("PowerSubsystem", "v1_1_3");
+    POWER_SUPPLY = RfType::new("PowerSupply", "v1_6_0");
+    POWER_SUPPLY_COLLECTION = RfType::collection("PowerSupplyCollection");
     SOFTWARE_INVENTORY = RfType::new("SoftwareInventory", "v1_13_0");
     SOFTWARE_INVENTORY_COLLECTION = RfType::collection("SoftwareInventoryCollection");
     STORAGE = RfType::new("Storage", "v1_21_0");

@@ -29,6 +29,7 @@ pub const FILES: &[Capture] = &[
     Capture { path: "/sys/firmware/dmi/tables", depth: 1, follow: 1 },
     Capture { path: "/sys/devices/system/cpu", depth: 3, follow: 1 },
     Capture { path: "/sys/class/hwmon", depth: 2, follow: 2 },
+    Capture { path: "/sys/class/power_supply", depth: 2, follow: 2 },
     Capture { path: "/sys/bus/pci/devices", depth: 2, follow: 2 },
     Capture { path: "/usr/share/misc/pci.ids", depth: 0, follow: 1 },
     Capture { path: "/usr/share/hwdata/pci.ids", depth: 0, follow: 1 },

@@ -201,8 +201,12 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Drives": link(format!("{CHASSIS}/Drives")),
         "TrustedComponents": link(format!("{CHASSIS}/TrustedComponents")),
     });
-    if super::sensors::has_thermal(&r.keel.inventory().sensors) {
+    let inv = r.keel.inventory();
+    if super::sensors::has_thermal(&inv.sensors) {
         v["ThermalSubsystem"] = link(format!("{CHASSIS}/ThermalSubsystem"));
+    }
+    if super::sensors::has_power(&inv) {
+        v["PowerSubsystem"] = link(format!("{CHASSIS}/PowerSubsystem"));
     }
     for (prop, field) in [("Manufacturer", "chassis_vendor"), ("SerialNumber", "chassis_serial"), ("AssetTag", "chassis_asset_tag")] {
         if let Some(x) = dmi(&r, field) {
