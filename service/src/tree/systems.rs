@@ -65,7 +65,10 @@ async fn system(r: Req) -> RfResult<Value> {
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     if let Some(t) = super::tpm::trusted_modules(&r) {
+        // TrustedModules is deprecated in favour of Links.TrustedComponents; both are served, as
+        // clients (sushy, Ansible) still read the former.
         v["TrustedModules"] = t;
+        v["Links"]["TrustedComponents"] = json!([link(super::tpm::TRUSTED_TPM)]);
     }
     if inv.secure_boot.is_some() {
         v["SecureBoot"] = link(super::secureboot::uri());
