@@ -1,6 +1,7 @@
 """Inventory through the host root: a recorded machine is served by the same parsers as the live one."""
 import struct
 import subprocess
+import pytest
 
 from conftest import KEELD, run_service_validator
 
@@ -401,3 +402,58 @@ def test_hotplugged_devices_appear_and_disappear_with_events(keeld_factory, tmp_
     assert e["EventType"] == "ResourceRemoved"
     assert s.get(k.url + base + "/0000_5e_00").status_code == 404
     # (The stream ends when keeld stops; closing it from this side would wait on the reader.)
+
+
+def test_live_hotplug_monitor_sees_kernel_device_events(tmp_path):
+    """keeld on the live machine, in its own network namespace (with a sysfs of that namespace) and
+    with the periodic re-read off: a bridge created there appears at once through the kernel's device
+    events, and goes away when it is deleted."""
+    import json
+    import os
+    import time
+    from conftest import ADMIN, free_port
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    state = tmp_path / "state"
+    boot = tmp_path / "bootstrap"
+    boot.write_text(f"{ADMIN[0]}:{ADMIN[1]}\n")
+    port = free_port()
+    log = open(tmp_path / "keeld.log", "wb")
+    proc = subprocess.Popen(
+        ["unshare", "--net", "--mount", "sh", "-c",
+         'mount -t sysfs sysfs /sys && ip link set lo up && exec "$@"', "sh",
+         KEELD, "serve", "--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+         "--bootstrap-admin-file", str(boot), "--inventory-refresh", "0"],
+        stdout=log, stderr=subprocess.STDOUT)
+    ns = ["nsenter", "-t", str(proc.pid), "-n"]
+
+    def get(path):
+        r = subprocess.run(ns + ["curl", "-sk", "-u", f"{ADMIN[0]}:{ADMIN[1]}", f"https://127.0.0.1:{port}{path}"],
+                           capture_output=True, text=True, timeout=10)
+        return json.loads(r.stdout) if r.returncode == 0 and r.stdout else None
+
+    def interfaces():
+        body = get("/redfish/v1/Systems/system/EthernetInterfaces")
+        return None if body is None else [m["@odata.id"].rsplit("/", 1)[1] for m in body["Members"]]
+
+    def wait(cond, what, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.2)
+        raise AssertionError(f"{what}; keeld log:\n{(tmp_path / 'keeld.log').read_text()}")
+
+    try:
+        wait(lambda: interfaces() is not None, "keeld did not answer", timeout=30)
+        assert "kp7" not in interfaces()
+        subprocess.run(ns + ["ip", "link", "add", "kp7", "type", "bridge"], check=True)
+        wait(lambda: "kp7" in interfaces(), "a new bridge did not appear")
+        iface = get("/redfish/v1/Systems/system/EthernetInterfaces/kp7")
+        assert iface["Id"] == "kp7"
+        subprocess.run(ns + ["ip", "link", "del", "kp7"], check=True)
+        wait(lambda: "kp7" not in interfaces(), "a deleted bridge did not go away")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -57,6 +57,9 @@ pub struct Keel {
     pub journal: crate::inventory::journal::Journal,
     /// The host's TPM, when one answered at start.
     pub tpm: Option<crate::tpm::Tpm>,
+    /// One inventory re-read at a time (the periodic one and the hot-plug monitor's), so each
+    /// change is announced once.
+    refresh_lock: std::sync::Mutex<()>,
 }
 
 impl Keel {
@@ -67,6 +70,7 @@ impl Keel {
     /// Read the machine again; announce what appeared and what went away, then serve the new
     /// inventory. Blocking (it reads sysfs): run it off the request threads.
     pub fn refresh_inventory(&self) {
+        let _one = self.refresh_lock.lock().unwrap_or_else(|e| e.into_inner());
         let new = Arc::new(Inventory::build(&self.host, Some(&self.smart)));
         let old = self.inventory();
         let (before, after) = (old.resources(), new.resources());
@@ -111,6 +115,7 @@ impl Keel {
             smart,
             journal: Default::default(),
             tpm,
+            refresh_lock: Default::default(),
             state,
             cfg,
         }))

@@ -139,6 +139,13 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     } else {
         None
     };
+    // On a live machine the kernel's device events trigger a re-read at once.
+    if keel.host.is_live() {
+        let k = keel.clone();
+        if let Err(e) = crate::inventory::uevent::spawn(std::time::Duration::from_millis(300), move || k.refresh_inventory()) {
+            log::warn!("no hot-plug monitor ({e}): devices are found by the periodic re-read only");
+        }
+    }
     let chores = keel.clone();
     let sweeper = actix_web::rt::spawn(async move {
         loop {

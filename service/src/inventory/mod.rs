@@ -12,6 +12,7 @@ pub mod secureboot;
 pub mod smbios;
 pub mod software;
 pub mod storage;
+pub mod uevent;
 
 use crate::host::Host;
 use serde::Serialize;
