@@ -16,3 +16,4 @@ pub mod tls;
 pub mod tpm;
 pub mod tree;
 pub mod types;
+pub mod update;

@@ -162,6 +162,9 @@ pub fn document(tree: &Tree) -> OpenApi {
             if let Some(b) = p.body {
                 op = op.request_body(Some(RequestBodyBuilder::new().content("application/json", ContentBuilder::new().schema(Some(props_schema(b))).build()).build()));
             }
+            if let crate::tree::PostFn::Stream { content_type, .. } = &p.f {
+                op = op.request_body(Some(RequestBodyBuilder::new().content(*content_type, ContentBuilder::new().build()).required(Some(utoipa::openapi::Required::True)).build()));
+            }
             for prm in &params {
                 op = op.parameter(prm.clone());
             }

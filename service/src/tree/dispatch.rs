@@ -523,6 +523,10 @@ async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> R
     if op.present.is_some_and(|p| !p(&req.keel)) {
         return Err(RfError::not_found(&req.path));
     }
+    let f = match &op.f {
+        super::PostFn::Stream { f, .. } => return Ok(reply_response(f(req, payload).await?)),
+        super::PostFn::Json(f) => f,
+    };
     let bytes = read_body(srv, &req.http, payload).await?;
     check_content_type(&req.http, &bytes)?;
     let body = if bytes.iter().all(|b| b.is_ascii_whitespace()) && op.action.is_some() { Map::new() } else { parse_object(&bytes)? };
@@ -536,7 +540,7 @@ async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> R
     if route.get.is_some() {
         check_if_match(route, &req).await?;
     }
-    let reply = (op.f)(req.clone(), body).await?;
+    let reply = f(req.clone(), body).await?;
     if let Reply::Json { status, headers, .. } = &reply {
         if *status == StatusCode::CREATED {
             if let Some((_, loc)) = headers.iter().find(|(k, _)| *k == "Location") {

@@ -84,6 +84,16 @@ type GetFn = Arc<dyn Fn(Req) -> Fut<Value> + Send + Sync>;
 type RawFn = Arc<dyn Fn(Req) -> Fut<Reply> + Send + Sync>;
 type BodyFn = Arc<dyn Fn(Req, Map<String, Value>) -> Fut<Reply> + Send + Sync>;
 type PatchFn = Arc<dyn Fn(Req, Map<String, Value>) -> Fut<()> + Send + Sync>;
+type StreamFn = Arc<dyn Fn(Req, actix_web::web::Payload) -> Fut<Reply> + Send + Sync>;
+
+/// What a POST handler takes.
+pub enum PostFn {
+    /// The JSON body, read whole (at most `--max-body`) and checked against `PostOp::body`.
+    Json(BodyFn),
+    /// The request body as it arrives (multipart uploads of any size); `content_type` is what the
+    /// OpenAPI document names.
+    Stream { f: StreamFn, content_type: &'static str },
+}
 
 pub enum GetKind {
     /// A JSON resource: query options, `$expand`, ETag and HTML apply.
@@ -110,7 +120,7 @@ pub struct PostOp {
     /// Whether the target exists at all (e.g. an action of hardware that may be absent): when it
     /// says no, a POST is a 404 before its body is looked at.
     pub present: Option<fn(&Keel) -> bool>,
-    pub f: BodyFn,
+    pub f: PostFn,
 }
 pub struct DeleteOp {
     pub req: Requirement,
@@ -205,7 +215,7 @@ impl Route {
         F: Fn(Req, Map<String, Value>) -> Fu + Send + Sync + 'static,
         Fu: Future<Output = RfResult<Reply>> + 'static,
     {
-        self.post = Some(PostOp { req, body: Some(body), action: None, summary, present: None, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self.post = Some(PostOp { req, body: Some(body), action: None, summary, present: None, f: PostFn::Json(Arc::new(move |r, b| Box::pin(f(r, b)))) });
         self
     }
     /// POST invoking an action (`.../Actions/Type.Name`).
@@ -214,7 +224,16 @@ impl Route {
         F: Fn(Req, Map<String, Value>) -> Fu + Send + Sync + 'static,
         Fu: Future<Output = RfResult<Reply>> + 'static,
     {
-        self.post = Some(PostOp { req, body: Some(body), action: Some(name), summary, present: None, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self.post = Some(PostOp { req, body: Some(body), action: Some(name), summary, present: None, f: PostFn::Json(Arc::new(move |r, b| Box::pin(f(r, b)))) });
+        self
+    }
+    /// POST whose body the handler reads itself, as it arrives (an upload).
+    pub fn post_stream<F, Fu>(mut self, req: Requirement, content_type: &'static str, summary: &'static str, f: F) -> Self
+    where
+        F: Fn(Req, actix_web::web::Payload) -> Fu + Send + Sync + 'static,
+        Fu: Future<Output = RfResult<Reply>> + 'static,
+    {
+        self.post = Some(PostOp { req, body: None, action: None, summary, present: None, f: PostFn::Stream { f: Arc::new(move |r, p| Box::pin(f(r, p))), content_type } });
         self
     }
     /// The POST target exists only while `f` says so.
