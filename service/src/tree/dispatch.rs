@@ -556,7 +556,10 @@ async fn delete(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse>
     let rtype = resource_type_of(srv, &req.path);
     let path = req.path.clone();
     let reply = (op.f)(req).await?;
-    srv.keel.events.resource_event(&resource_event::RESOURCE_REMOVED, &path, &rtype, &[]);
+    // A DELETE of what is not a resource (a task monitor: it cancels the task) removes none.
+    if route.rtype.is_some() {
+        srv.keel.events.resource_event(&resource_event::RESOURCE_REMOVED, &path, &rtype, &[]);
+    }
     Ok(reply_response(reply))
 }
 
