@@ -86,14 +86,43 @@ pub struct Payload {
     pub hidden: bool,
 }
 
+/// Whether a request property may hold a secret (shown as null, as write-only properties are).
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "passphrase", "secret", "token", "key", "credential"].iter().any(|w| n.contains(w))
+}
+
+/// A copy of a request body fit to show to every reader of the task: secret-looking properties
+/// become null and `user:password@` in URIs becomes `REDACTED@`.
+fn redact(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), if secret_name(k) { Value::Null } else { redact(x) })).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
+        Value::String(s) => match s.find("://") {
+            Some(i) => {
+                let rest = &s[i + 3..];
+                let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+                match authority.rfind('@') {
+                    Some(at) => Value::String(format!("{}://REDACTED@{}", &s[..i], &rest[at + 1..])),
+                    None => v.clone(),
+                }
+            }
+            None => v.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
 impl Payload {
-    /// e.g. `Payload::new("POST", &r.path, Some(&Value::Object(body.clone())))`.
+    /// e.g. `Payload::new("POST", &r.path, Some(&Value::Object(body.clone())))`. Properties whose
+    /// names look secret (Password, …Key, Token…) are shown as null and credentials in URIs are
+    /// dropped; a body that is secret as a whole needs `Payload::hidden`.
     pub fn new(http_operation: &str, target_uri: &str, json_body: Option<&Value>) -> Self {
         Payload {
             http_operation: http_operation.to_string(),
             target_uri: target_uri.to_string(),
             http_headers: vec![],
-            json_body: json_body.map(Value::to_string),
+            json_body: json_body.map(|b| redact(b).to_string()),
             hidden: false,
         }
     }
@@ -698,7 +727,7 @@ impl TaskHandle {
         self.inner.finish(&self.entry, TaskState::Cancelled, vec![], None);
     }
 
-    /// A resource the operation created (Task `Links.CreatedResources`).
+    /// A resource (not a collection) the operation created (Task `Links.CreatedResources`).
     pub fn created(&self, uri: &str) {
         {
             let mut l = lock(&self.entry.live);
@@ -942,5 +971,33 @@ mod tests {
         assert!(!raw.contains("secret-key") && !raw.contains("Zm9v"), "{raw}");
         let shown = Payload::new("POST", "/x", None).with_header("X-Auth-Token: abc").with_header("Content-Type: application/json");
         assert_eq!(shown.http_headers, ["Content-Type: application/json"]);
+    }
+
+    #[test]
+    fn shown_payloads_leave_secrets_out() {
+        let body = json!({
+            "ImageURI": "https://user:pa55@updates.example/b.bundle?x=1",
+            "Username": "user",
+            "Password": "pa55",
+            "Targets": ["/redfish/v1/UpdateService/FirmwareInventory/usr"],
+            "Oem": { "Keel": { "RecoveryKeys": ["abcdefghijklmnop"], "AllowDowngrade": true } },
+            "Plain": "https://updates.example/a@b",
+        });
+        let p = Payload::new("POST", "/x", Some(&body));
+        let shown: Value = serde_json::from_str(p.json_body.as_deref().unwrap()).unwrap();
+        assert_eq!(shown["ImageURI"], "https://REDACTED@updates.example/b.bundle?x=1");
+        assert_eq!(shown["Username"], "user");
+        assert_eq!(shown["Password"], Value::Null);
+        assert_eq!(shown["Targets"], body["Targets"]);
+        assert_eq!(shown["Oem"]["Keel"], json!({ "RecoveryKeys": null, "AllowDowngrade": true }));
+        assert_eq!(shown["Plain"], "https://updates.example/a@b");
+        assert!(!p.json_body.unwrap().contains("pa55"));
+    }
+
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<TaskHandle>();
+        send_sync::<Tasks>();
     }
 }

@@ -366,7 +366,13 @@ async fn get(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse> {
         GetKind::Raw { f, content_type } => {
             return match f(req).await? {
                 Reply::Raw(r) => Ok(r),
-                Reply::Json { status, body, .. } => Ok(HttpResponse::build(status).content_type(*content_type).body(body.to_string())),
+                Reply::Json { status, body, headers } => {
+                    let mut b = HttpResponse::build(status);
+                    for (k, v) in headers {
+                        b.insert_header((k, v));
+                    }
+                    Ok(b.content_type(*content_type).body(body.to_string()))
+                }
                 Reply::Empty(s) => Ok(HttpResponse::build(s).finish()),
             };
         }
