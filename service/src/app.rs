@@ -42,6 +42,8 @@ pub struct Keel {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub events: Arc<EventBus>,
+    /// Long-running operations (TaskService), persisted in the state directory.
+    pub tasks: crate::tasks::Tasks,
     pub service_uuid: String,
     /// When this process started (Manager LastResetTime).
     pub started: chrono::DateTime<chrono::Utc>,
@@ -96,6 +98,7 @@ impl Keel {
             }
         };
         let events = Arc::new(EventBus::open(state.clone())?);
+        let tasks = crate::tasks::Tasks::open(&state, events.clone())?;
         let host = match &cfg.host_root {
             Some(d) => Host::fixture(d),
             None => Host::live(),
@@ -107,6 +110,7 @@ impl Keel {
             accounts: Accounts::open(state.clone())?,
             sessions: Sessions::open(state.clone())?,
             events,
+            tasks,
             service_uuid,
             started: chrono::Utc::now(),
             restart: tokio::sync::Notify::new(),

@@ -12,6 +12,7 @@ pub mod privilege;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 pub mod tpm;
 pub mod tree;

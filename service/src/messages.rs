@@ -1,4 +1,5 @@
-//! Redfish messages (Base and ResourceEvent registries) and the extended error type.
+//! Redfish messages (Base, ResourceEvent, TaskEvent and Update registries) and the extended error
+//! type.
 //!
 //! The message texts are those of the DMTF registries the service advertises under
 //! `/redfish/v1/Registries`; `tests/registries.rs` checks every entry here against the
@@ -12,6 +13,10 @@ pub const BASE_REGISTRY: &str = "Base.1.22.1";
 pub const BASE_PREFIX: &str = "Base.1.22";
 pub const RESOURCE_EVENT_REGISTRY: &str = "ResourceEvent.1.4.3";
 pub const RESOURCE_EVENT_PREFIX: &str = "ResourceEvent.1.4";
+pub const TASK_EVENT_REGISTRY: &str = "TaskEvent.1.0.5";
+pub const TASK_EVENT_PREFIX: &str = "TaskEvent.1.0";
+pub const UPDATE_REGISTRY: &str = "Update.1.3.0";
+pub const UPDATE_PREFIX: &str = "Update.1.3";
 
 /// One registry entry: key, message template (`%1`…), severity, resolution.
 #[derive(Debug)]
@@ -107,6 +112,57 @@ pub mod resource_event {
     }
 }
 
+/// A registry's messages with their resolutions; `ALL` lists them for the registry test.
+macro_rules! registry {
+    ($($name:ident = ($key:literal, $text:literal, $sev:literal, $res:literal);)*) => {
+        $(pub const $name: MessageDef = MessageDef { key: $key, text: $text, severity: $sev, resolution: $res };)*
+        pub const ALL: &[&MessageDef] = &[$(&$name),*];
+    };
+}
+
+/// The TaskEvent registry: task life-cycle messages, in a Task's `Messages` and as events.
+pub mod task_event {
+    use super::MessageDef;
+    registry! {
+        TASK_STARTED = ("TaskStarted", "The task with Id '%1' has started.", "OK", "None.");
+        TASK_COMPLETED_OK = ("TaskCompletedOK", "The task with Id '%1' has completed.", "OK", "None.");
+        TASK_COMPLETED_WARNING = ("TaskCompletedWarning", "The task with Id '%1' has completed with warnings.", "Warning", "None.");
+        TASK_ABORTED = ("TaskAborted", "The task with Id '%1' has completed with errors.", "Critical", "None.");
+        TASK_CANCELLED = ("TaskCancelled", "Work on the task with Id '%1' was halted prior to completion due to an explicit request.", "Warning", "None.");
+        TASK_REMOVED = ("TaskRemoved", "The task with Id '%1' was removed.", "Warning", "None.");
+        TASK_PAUSED = ("TaskPaused", "The task with Id '%1' was paused.", "Warning", "None.");
+        TASK_RESUMED = ("TaskResumed", "The task with Id '%1' was resumed.", "OK", "None.");
+        TASK_PROGRESS_CHANGED = ("TaskProgressChanged", "The task with Id '%1' has changed to progress %2 percent complete.", "OK", "None.");
+    }
+}
+
+/// The Update registry: what an update task reports (`Message::update`).
+pub mod update {
+    use super::MessageDef;
+    registry! {
+        TARGET_DETERMINED = ("TargetDetermined", "The target device '%1' will be updated with image '%2'.", "OK", "None.");
+        ALL_TARGETS_DETERMINED = ("AllTargetsDetermined", "All the target devices to be updated were determined.", "OK", "None.");
+        NO_TARGETS_DETERMINED = ("NoTargetsDetermined", "No target device will be updated with image '%1'.", "OK", "None.");
+        UPDATE_IN_PROGRESS = ("UpdateInProgress", "An update is in progress.", "OK", "None.");
+        TRANSFERRING_TO_COMPONENT = ("TransferringToComponent", "Image '%1' is being transferred to '%2'.", "OK", "None.");
+        VERIFYING_AT_COMPONENT = ("VerifyingAtComponent", "Image '%1' is being verified at '%2'.", "OK", "None.");
+        INSTALLING_ON_COMPONENT = ("InstallingOnComponent", "Image '%1' is being installed on '%2'.", "OK", "None.");
+        APPLYING_ON_COMPONENT = ("ApplyingOnComponent", "Image '%1' is being applied on '%2'.", "OK", "None.");
+        TRANSFER_FAILED = ("TransferFailed", "Transfer of image '%1' to '%2' failed.", "Critical", "None.");
+        VERIFICATION_FAILED = ("VerificationFailed", "Verification of image '%1' at '%2' failed.", "Critical", "None.");
+        APPLY_FAILED = ("ApplyFailed", "Installation of image '%1' to '%2' failed.", "Critical", "None.");
+        ACTIVATE_FAILED = ("ActivateFailed", "Activation of image '%1' on '%2' failed.", "Critical", "None.");
+        AWAIT_TO_UPDATE = ("AwaitToUpdate", "Awaiting for an action to proceed with installing image '%1' on '%2'.", "OK", "Perform the requested action to advance the update operation.");
+        AWAIT_TO_ACTIVATE = ("AwaitToActivate", "Awaiting for an action to proceed with activating image '%1' on '%2'.", "OK", "Perform the requested action to advance the update operation.");
+        UPDATE_SUCCESSFUL = ("UpdateSuccessful", "Device '%1' successfully updated with image '%2'.", "OK", "None.");
+        OPERATION_TRANSITIONED_TO_JOB = ("OperationTransitionedToJob", "The update operation has transitioned to the job at URI '%1'.", "OK", "Follow the referenced job and monitor the job for further updates.");
+        UPDATE_SKIPPED = ("UpdateSkipped", "Device '%1' skipped the update with image '%2'.", "OK", "None.");
+        UPDATE_SKIPPED_SAME_VERSION = ("UpdateSkippedSameVersion", "Device '%1' skipped the update with image '%2' because the same version is already installed.", "OK", "None.");
+        UPDATE_SKIPPED_VERSION_TOO_LOW = ("UpdateSkippedVersionTooLow", "Device '%1' skipped the update with image '%2' due to the minimum version requirement.", "OK", "None.");
+        UPDATE_NOT_APPLICABLE = ("UpdateNotApplicable", "Image '%1' was not applicable to device '%2'.", "Warning", "None.");
+    }
+}
+
 /// Fill `%1`, `%2`… in a registry template.
 pub fn render(text: &str, args: &[String]) -> String {
     let mut out = String::with_capacity(text.len() + 16);
@@ -142,8 +198,19 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message of the registry whose `Name.Major.Minor` prefix is given.
+    pub fn new(prefix: &'static str, def: &'static MessageDef, args: &[&str]) -> Self {
+        Message { def, prefix, args: args.iter().map(|s| s.to_string()).collect(), related: vec![] }
+    }
     pub fn base(def: &'static MessageDef, args: &[&str]) -> Self {
-        Message { def, prefix: BASE_PREFIX, args: args.iter().map(|s| s.to_string()).collect(), related: vec![] }
+        Self::new(BASE_PREFIX, def, args)
+    }
+    pub fn task_event(def: &'static MessageDef, args: &[&str]) -> Self {
+        Self::new(TASK_EVENT_PREFIX, def, args)
+    }
+    /// An Update registry message, e.g. `Message::update(&update::TRANSFERRING_TO_COMPONENT, &[image, target])`.
+    pub fn update(def: &'static MessageDef, args: &[&str]) -> Self {
+        Self::new(UPDATE_PREFIX, def, args)
     }
     /// Add a RelatedProperties entry (a JSON pointer such as `#/UserName`).
     pub fn related(mut self, prop: &str) -> Self {

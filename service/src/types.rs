@@ -125,6 +125,9 @@ types! {
     COMPONENT_INTEGRITY_COLLECTION = RfType::collection("ComponentIntegrityCollection");
     TRUSTED_COMPONENT = RfType::new("TrustedComponent", "v1_4_0");
     TRUSTED_COMPONENT_COLLECTION = RfType::collection("TrustedComponentCollection");
+    TASK_SERVICE = RfType::new("TaskService", "v1_3_0");
+    TASK = RfType::new("Task", "v1_7_4");
+    TASK_COLLECTION = RfType::collection("TaskCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).

@@ -366,7 +366,13 @@ async fn get(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse> {
         GetKind::Raw { f, content_type } => {
             return match f(req).await? {
                 Reply::Raw(r) => Ok(r),
-                Reply::Json { status, body, .. } => Ok(HttpResponse::build(status).content_type(*content_type).body(body.to_string())),
+                Reply::Json { status, body, headers } => {
+                    let mut b = HttpResponse::build(status);
+                    for (k, v) in headers {
+                        b.insert_header((k, v));
+                    }
+                    Ok(b.content_type(*content_type).body(body.to_string()))
+                }
                 Reply::Empty(s) => Ok(HttpResponse::build(s).finish()),
             };
         }
@@ -560,7 +566,10 @@ async fn delete(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse>
     let rtype = resource_type_of(srv, &req.path);
     let path = req.path.clone();
     let reply = (op.f)(req).await?;
-    srv.keel.events.resource_event(&resource_event::RESOURCE_REMOVED, &path, &rtype, &[]);
+    // A DELETE of what is not a resource (a task monitor: it cancels the task) removes none.
+    if route.rtype.is_some() {
+        srv.keel.events.resource_event(&resource_event::RESOURCE_REMOVED, &path, &rtype, &[]);
+    }
     Ok(reply_response(reply))
 }
 

@@ -18,6 +18,7 @@ pub mod secureboot;
 pub mod sessions;
 pub mod storage;
 pub mod systems;
+pub mod tasks;
 pub mod update;
 pub mod tpm;
 
@@ -71,6 +72,16 @@ impl Reply {
     }
     pub fn ok(body: Value) -> Reply {
         Reply::Json { status: StatusCode::OK, body, headers: vec![] }
+    }
+    /// 202 Accepted for an operation that goes on as a task (DSP0266 "Asynchronous operations"):
+    /// `Location` is the task monitor, `Retry-After` how long to wait before polling it, and the
+    /// body the Task as it is now.
+    pub fn accepted(task: &crate::tasks::TaskHandle) -> Reply {
+        Reply::Json {
+            status: StatusCode::ACCEPTED,
+            body: task.to_json(),
+            headers: vec![("Location", task.monitor_uri()), ("Retry-After", crate::tasks::RETRY_AFTER_SECS.to_string())],
+        }
     }
     /// 200 with a Base `Success` message, for actions that finish at once.
     pub fn success() -> Reply {
@@ -319,6 +330,7 @@ impl Tree {
         managers::register(&mut t);
         systems::register(&mut t);
         update::register(&mut t);
+        tasks::register(&mut t);
         sensors::register(&mut t);
         logs::register(&mut t);
         pcie::register(&mut t);
