@@ -10,6 +10,7 @@ pub mod logs;
 pub mod managers;
 pub mod metadata;
 pub mod pcie;
+pub mod power;
 pub mod network;
 pub mod registries;
 pub mod root;
@@ -299,6 +300,7 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        power::register(&mut t);
         update::register(&mut t);
         sensors::register(&mut t);
         logs::register(&mut t);
