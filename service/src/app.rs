@@ -28,11 +28,15 @@ pub struct Config {
     /// Seconds between smartctl runs for one drive (`--smart-interval`); sysfs is read on every
     /// inventory refresh.
     pub smart_interval: u64,
+    /// `--power`: how ComputerSystem.Reset acts (logind on a Keel image, else simulated).
+    pub power: crate::power::PowerMode,
+    /// `--power-bus`: the D-Bus address logind and systemd are reached at (default: the system bus).
+    pub power_bus: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600 }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600, power: Default::default(), power_bus: None }
     }
 }
 
@@ -62,6 +66,8 @@ pub struct Keel {
     /// One inventory re-read at a time (the periodic one and the hot-plug monitor's), so each
     /// change is announced once.
     refresh_lock: std::sync::Mutex<()>,
+    /// How the host is reset (logind, or the simulated platform).
+    pub power: Box<dyn crate::power::PowerBackend>,
 }
 
 impl Keel {
@@ -106,6 +112,9 @@ impl Keel {
         let smart = crate::inventory::storage::SmartCache::new(std::time::Duration::from_secs(cfg.smart_interval));
         let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host, Some(&smart))));
         let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
+        // The simulated platform's reset hook: where the A/B engine's simulated reboot goes.
+        let power = crate::power::select(cfg.power, cfg.power_bus.clone(), &state, host.is_live(), crate::power::Simulated::default_hook())?;
+        log::info!("power: {}", power.name());
         Ok(Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
             sessions: Sessions::open(state.clone())?,
@@ -120,6 +129,7 @@ impl Keel {
             journal: Default::default(),
             tpm,
             refresh_lock: Default::default(),
+            power,
             state,
             cfg,
         }))

@@ -8,6 +8,7 @@ pub mod html;
 pub mod inventory;
 pub mod messages;
 pub mod openapi;
+pub mod power;
 pub mod privilege;
 pub mod protocol;
 pub mod server;

@@ -65,6 +65,14 @@ enum Cmd {
         /// The TPM's TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` (default: device:/dev/tpmrm0 if present).
         #[arg(long)]
         tpm_tcti: Option<String>,
+        /// How ComputerSystem.Reset acts: `logind` resets this machine (systemd-logind and
+        /// systemd over D-Bus), `simulated` only records it in the state directory, `auto` is
+        /// logind on a Keel image booted by systemd and simulated everywhere else.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "logind", "simulated"])]
+        power: String,
+        /// The D-Bus address logind and systemd are reached at (default: the system bus).
+        #[arg(long)]
+        power_bus: Option<String>,
     },
     /// Work with the host root.
     Host {
@@ -135,7 +143,7 @@ fn main() {
             }
         },
         Cmd::Host { cmd: HostCmd::BenchInventory { dir, runs } } => bench_inventory(&dir, runs.max(1)),
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti, power, power_bus } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -150,6 +158,8 @@ fn main() {
                 inventory_refresh,
                 smart_interval,
                 tpm_tcti,
+                power: power.parse().expect("checked by clap"),
+                power_bus,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

@@ -54,6 +54,7 @@ pub mod base {
         RESOURCE_ALREADY_EXISTS = ("ResourceAlreadyExists", "The requested resource of type %1 with the property %2 with the value '%3' already exists.", "Critical", "Do not repeat the create operation as the resource was already created.");
         RESOURCE_CANNOT_BE_DELETED = ("ResourceCannotBeDeleted", "The delete request failed because the resource requested cannot be deleted.", "Critical", "Do not attempt to delete a non-deletable resource.");
         RESOURCE_IN_USE = ("ResourceInUse", "The change to the requested resource failed because the resource is in use or in transition.", "Warning", "Remove the condition and resubmit the request if the operation failed.");
+        RESOURCE_IN_STANDBY = ("ResourceInStandby", "The request could not be performed because the resource is in standby.", "Critical", "Ensure that the resource is in the correct power state and resubmit the request.");
         OPERATION_NOT_ALLOWED = ("OperationNotAllowed", "The HTTP method is not allowed on this resource.", "Critical", "None.");
         MALFORMED_JSON = ("MalformedJSON", "The request body submitted was malformed JSON and could not be parsed by the receiving service.", "Critical", "Ensure that the request body is valid JSON and resubmit the request.");
         EMPTY_JSON = ("EmptyJSON", "The request body submitted contained an empty JSON object and the service is unable to process it.", "Warning", "Add properties in the JSON object and resubmit the request.");
@@ -109,6 +110,9 @@ pub mod resource_event {
         RESOURCE_CHANGED = ("ResourceChanged", "One or more resource properties have changed.", "OK");
         PROPERTY_VALUE_MODIFIED_BY_CLIENT = ("PropertyValueModifiedByClient", "The property %1 was assigned the value '%2' due to modification by a client.", "OK");
         TEST_MESSAGE = ("TestMessage", "Test message.", "OK");
+        RESOURCE_POWERED_ON = ("ResourcePoweredOn", "The resource '%1' has powered on.", "OK");
+        RESOURCE_POWERED_OFF = ("ResourcePoweredOff", "The resource '%1' has powered off.", "OK");
+        RESOURCE_POWERING_OFF = ("ResourcePoweringOff", "The resource '%1' is powering off.", "OK");
     }
 }
 

@@ -24,6 +24,8 @@ pub struct ServeOpts {
     /// Seconds between smartctl runs for one drive (0: on every inventory refresh).
     pub smart_interval: u64,
     pub tpm_tcti: Option<String>,
+    pub power: crate::power::PowerMode,
+    pub power_bus: Option<String>,
 }
 
 /// What the server loop ended with.
@@ -100,6 +102,8 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         host_root: opts.host_root.clone(),
         tpm_tcti: opts.tpm_tcti.clone(),
         smart_interval: opts.smart_interval,
+        power: opts.power,
+        power_bus: opts.power_bus.clone(),
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod managers;
 pub mod metadata;
 pub mod pcie;
+pub mod power;
 pub mod network;
 pub mod registries;
 pub mod root;
@@ -329,6 +330,7 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        power::register(&mut t);
         update::register(&mut t);
         tasks::register(&mut t);
         sensors::register(&mut t);

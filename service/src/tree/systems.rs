@@ -47,7 +47,6 @@ async fn system(r: Req) -> RfResult<Value> {
         "Id": "system",
         "Name": "Keel host",
         "SystemType": "Physical",
-        "PowerState": "On",
         "Status": { "State": "Enabled", "Health": "OK" },
         "ProcessorSummary": {
             "Count": inv.processors.len(),
@@ -64,6 +63,7 @@ async fn system(r: Req) -> RfResult<Value> {
         "EthernetInterfaces": link(format!("{SYSTEM}/EthernetInterfaces")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
+    super::power::system_props(&r, &mut v);
     if let Some(t) = super::tpm::trusted_modules(&r) {
         // TrustedModules is deprecated in favour of Links.TrustedComponents; both are served, as
         // clients (sushy, Ansible) still read the former.
