@@ -28,11 +28,13 @@ pub struct Config {
     /// Seconds between smartctl runs for one drive (`--smart-interval`); sysfs is read on every
     /// inventory refresh.
     pub smart_interval: u64,
+    /// Simulated LUKS2 volumes and data drives (`--crypt-volume NAME=PATH`).
+    pub crypt_volumes: Vec<crate::crypt::SimDisk>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600 }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600, crypt_volumes: vec![] }
     }
 }
 
@@ -57,6 +59,8 @@ pub struct Keel {
     pub journal: crate::inventory::journal::Journal,
     /// The host's TPM, when one answered at start.
     pub tpm: Option<crate::tpm::Tpm>,
+    /// LUKS2 volumes, TPM2 bindings and recovery keys.
+    pub crypt: crate::crypt::Crypt,
 }
 
 impl Keel {
@@ -67,7 +71,9 @@ impl Keel {
     /// Read the machine again; announce what appeared and what went away, then serve the new
     /// inventory. Blocking (it reads sysfs): run it off the request threads.
     pub fn refresh_inventory(&self) {
-        let new = Arc::new(Inventory::build(&self.host, Some(&self.smart)));
+        let mut new = Inventory::build(&self.host, Some(&self.smart));
+        self.crypt.refresh(&self.host, &mut new);
+        let new = Arc::new(new);
         let old = self.inventory();
         let (before, after) = (old.resources(), new.resources());
         *self.inventory.write().unwrap() = new;
@@ -97,7 +103,14 @@ impl Keel {
             None => Host::live(),
         };
         let smart = crate::inventory::storage::SmartCache::new(std::time::Duration::from_secs(cfg.smart_interval));
-        let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host, Some(&smart))));
+        let crypt = crate::crypt::Crypt::open(&cfg.state_dir, cfg.crypt_volumes.clone(), cfg.tpm_tcti.clone(), &host)?;
+        let mut inv = Inventory::build(&host, Some(&smart));
+        crypt.refresh(&host, &mut inv);
+        if crypt.adopt() {
+            inv = Inventory::build(&host, Some(&smart));
+            crypt.refresh(&host, &mut inv);
+        }
+        let inventory = std::sync::RwLock::new(Arc::new(inv));
         let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
         Ok(Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
@@ -111,6 +124,7 @@ impl Keel {
             smart,
             journal: Default::default(),
             tpm,
+            crypt,
             state,
             cfg,
         }))

@@ -65,6 +65,10 @@ enum Cmd {
         /// The TPM's TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` (default: device:/dev/tpmrm0 if present).
         #[arg(long)]
         tpm_tcti: Option<String>,
+        /// A simulated LUKS2 volume or blank data drive: a disk image keeld manages as NAME
+        /// (repeatable; simulated platform only, the machine's own volumes are never touched).
+        #[arg(long = "crypt-volume", value_name = "NAME=PATH")]
+        crypt_volume: Vec<keeld::crypt::SimDisk>,
     },
     /// Work with the host root.
     Host {
@@ -135,7 +139,7 @@ fn main() {
             }
         },
         Cmd::Host { cmd: HostCmd::BenchInventory { dir, runs } } => bench_inventory(&dir, runs.max(1)),
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti, crypt_volume } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -150,6 +154,7 @@ fn main() {
                 inventory_refresh,
                 smart_interval,
                 tpm_tcti,
+                crypt_volumes: crypt_volume,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

@@ -24,6 +24,7 @@ pub struct ServeOpts {
     /// Seconds between smartctl runs for one drive (0: on every inventory refresh).
     pub smart_interval: u64,
     pub tpm_tcti: Option<String>,
+    pub crypt_volumes: Vec<crate::crypt::SimDisk>,
 }
 
 /// What the server loop ended with.
@@ -100,6 +101,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         host_root: opts.host_root.clone(),
         tpm_tcti: opts.tpm_tcti.clone(),
         smart_interval: opts.smart_interval,
+        crypt_volumes: opts.crypt_volumes.clone(),
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
