@@ -29,7 +29,8 @@ if [ "$test_deps" = 1 ]; then
     # python3-venv: the test venv; wrk: bench/; chromium (+ fonts): the HTML view tests;
     # iproute2 + util-linux (ip, unshare, nsenter): the validators run in a private network namespace.
     # swtpm + tpm2-tools: a real software TPM for the TPM tests.
-    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools)
+    # cryptsetup-bin: LUKS2 image files for the disk encryption tests (keeld runs cryptsetup).
+    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools cryptsetup-bin)
 fi
 
 missing=()
@@ -85,6 +86,13 @@ if [ "$test_deps" = 1 ]; then
     else
         say ".venv up to date"
     fi
+fi
+
+# ---------------------------------------------------------------- Debian 13 encryption tools
+# systemd 257's systemd-cryptenroll (TPM2 unlocking, `--unlock-tpm2-device`) for the crypt tests,
+# unpacked from trixie into .cache/trixie-tools without touching the system (see the script).
+if [ "$test_deps" = 1 ]; then
+    scripts/trixie-tools.sh
 fi
 
 # ---------------------------------------------------------------- build
