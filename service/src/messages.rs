@@ -86,7 +86,6 @@ pub mod base {
         ACCOUNT_REMOVED = ("AccountRemoved", "The account was successfully removed.", "OK", "None.");
         ACCOUNT_MODIFIED = ("AccountModified", "The account was successfully modified.", "OK", "None.");
         ACTION_PARAMETER_VALUE_ERROR = ("ActionParameterValueError", "The value for the parameter %1 in the action %2 is invalid.", "Warning", "Correct the value for the parameter in the request body and resubmit the request if the operation failed.");
-        ARRAY_SIZE_TOO_SHORT = ("ArraySizeTooShort", "The array provided for property %1 is under the minimum size limit %2.", "Warning", "Resubmit the request with an appropriate array size.");
         NO_OPERATION = ("NoOperation", "The request body submitted contain no data to act upon and no changes to the resource took place.", "Warning", "Add properties in the JSON object and resubmit the request.");
     }
 }

@@ -730,4 +730,70 @@ mod tests {
         assert!(is_keel_image(&Host::fixture(&dir)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A recorded machine with a dm-crypt root on NVMe: its header and this boot's journal are
+    /// replayed through the host root; shown, never managed (not a live Keel image).
+    #[test]
+    fn a_recorded_machine_shows_its_volumes_slots_and_unlock() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("keel-crypt-rec-{}", uuid::Uuid::new_v4()));
+        let put = |p: &str, v: &str| {
+            let p = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, v).unwrap();
+        };
+        let ln = |p: &str, t: &str| {
+            let p = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            symlink(t, p).unwrap();
+        };
+        let nv = "/sys/devices/pci0000:40/0000:40:01.1/0000:41:00.0";
+        ln(&format!("{nv}/driver"), "../../../../bus/pci/drivers/nvme");
+        put(&format!("{nv}/nvme/nvme0/model"), "SAMSUNG MZQL23T8HCLS-00A07\n");
+        ln(&format!("{nv}/nvme/nvme0/device"), "../../../0000:41:00.0");
+        put(&format!("{nv}/nvme/nvme0/nvme0n1/size"), "7501476528\n");
+        put(&format!("{nv}/nvme/nvme0/nvme0n1/nvme0n1p2/size"), "7499378688\n");
+        ln("/sys/class/nvme/nvme0", "../../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0");
+        ln("/sys/block/nvme0n1", "../devices/pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0/nvme0n1");
+        put("/sys/devices/virtual/block/dm-0/size", "7499345920\n");
+        put("/sys/devices/virtual/block/dm-0/dm/name", "root\n");
+        put("/sys/devices/virtual/block/dm-0/dm/uuid", "CRYPT-LUKS2-6f1d3c8e4b2a4d7f9e0c1b2a3d4e5f60-root\n");
+        ln("/sys/devices/virtual/block/dm-0/slaves/nvme0n1p2", "../../../../pci0000:40/0000:40:01.1/0000:41:00.0/nvme/nvme0/nvme0n1/nvme0n1p2");
+        ln("/sys/block/dm-0", "../devices/virtual/block/dm-0");
+        put("/etc/os-release", "ID=keel\n");
+        let cmd = |prog: &str, args: &[&str], out: &str| {
+            let o = CmdOutput { status: 0, stdout: out.into() };
+            put(&format!("/{}/{}", crate::host::COMMANDS_DIR, crate::host::command_key(prog, args)), &serde_json::to_string(&o).unwrap());
+        };
+        let dump = r#"{"keyslots":{"0":{"type":"luks2","kdf":{"type":"pbkdf2"}},"1":{"type":"luks2","kdf":{"type":"pbkdf2"}}},
+            "tokens":{"0":{"type":"systemd-tpm2","keyslots":["0"],"tpm2-pcrs":[7],"tpm2-pcr-bank":"sha256","tpm2_pubkey_pcrs":[11]},"1":{"type":"systemd-recovery","keyslots":["1"]}},
+            "segments":{"0":{"encryption":"aes-xts-plain64"}}}"#;
+        cmd("cryptsetup", &dump_args("/dev/nvme0n1p2"), dump);
+        cmd("cryptsetup", &["luksUUID", "/dev/nvme0n1p2"], "6f1d3c8e-4b2a-4d7f-9e0c-1b2a3d4e5f60\n");
+        let journal = [r#"{"MESSAGE":"Automatically discovered security TPM2 token unlocks volume."}"#, r#"{"MESSAGE":"Finished systemd-cryptsetup@root.service - Cryptography Setup for root."}"#].join("\n");
+        cmd("journalctl", &unlock::journal_args(&unlock::unit("root")), &journal);
+
+        let host = Host::fixture(&root);
+        // What `keeld host record` captures for it.
+        let recorded: Vec<String> = commands(&host).into_iter().map(|(p, a)| format!("{p} {}", a.join(" "))).collect();
+        assert_eq!(recorded.len(), 3, "{recorded:?}");
+        let state = root.join("state");
+        let crypt = Crypt::open(&state, vec![], None, &host).unwrap();
+        assert!(!crypt.active(), "a recording is never a platform keeld changes");
+        let mut inv = crate::inventory::Inventory::default();
+        inv.storage = crate::inventory::storage::controllers(&host, None);
+        crypt.refresh(&host, &mut inv);
+        let view = crypt.view();
+        assert_eq!(view.volumes.len(), 1);
+        let v = &view.volumes[0];
+        assert_eq!((v.id.as_str(), v.storage.as_str(), v.device.as_str(), v.managed), ("root", "NVMe0", "/dev/nvme0n1p2", false));
+        assert_eq!(v.uuid.as_deref(), Some("6f1d3c8e-4b2a-4d7f-9e0c-1b2a3d4e5f60"));
+        let h = v.header.as_ref().unwrap();
+        assert_eq!(h.slots.iter().map(|s| s.kind).collect::<Vec<_>>(), [SlotKind::TPM2, SlotKind::RecoveryKey]);
+        assert_eq!(h.tpm2().unwrap().pubkey_pcrs, [11]);
+        assert_eq!(v.unlocked_by, UnlockedBy::TPM);
+        assert_eq!(crypt.status().boot_unlock, UnlockedBy::TPM);
+        assert!(!crypt.adopt(), "nothing is taken in charge on a recording");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
