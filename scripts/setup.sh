@@ -32,7 +32,8 @@ if [ "$test_deps" = 1 ]; then
     # iproute2 + util-linux (ip, unshare, nsenter): the validators run in a private network namespace.
     # swtpm + tpm2-tools: a real software TPM for the TPM tests.
     # dbus-daemon: the power tests' private bus; systemd: systemd-inhibit takes logind inhibitors on it.
-    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools dbus-daemon systemd)
+    # cryptsetup-bin: LUKS2 image files for the disk encryption tests (keeld runs cryptsetup).
+    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools dbus-daemon systemd cryptsetup-bin)
 fi
 
 missing=()
@@ -88,6 +89,13 @@ if [ "$test_deps" = 1 ]; then
     else
         say ".venv up to date"
     fi
+fi
+
+# ---------------------------------------------------------------- Debian 13 encryption tools
+# systemd 257's systemd-cryptenroll (TPM2 unlocking, `--unlock-tpm2-device`) for the crypt tests,
+# unpacked from trixie into .cache/trixie-tools without touching the system (see the script).
+if [ "$test_deps" = 1 ]; then
+    scripts/trixie-tools.sh
 fi
 
 # ---------------------------------------------------------------- build

@@ -32,11 +32,13 @@ pub struct Config {
     pub power: crate::power::PowerMode,
     /// `--power-bus`: the D-Bus address logind and systemd are reached at (default: the system bus).
     pub power_bus: Option<String>,
+    /// Simulated LUKS2 volumes and data drives (`--crypt-volume NAME=PATH`).
+    pub crypt_volumes: Vec<crate::crypt::SimDisk>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600, power: Default::default(), power_bus: None }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600, power: Default::default(), power_bus: None, crypt_volumes: vec![] }
     }
 }
 
@@ -68,6 +70,8 @@ pub struct Keel {
     refresh_lock: std::sync::Mutex<()>,
     /// How the host is reset (logind, or the simulated platform).
     pub power: Box<dyn crate::power::PowerBackend>,
+    /// LUKS2 volumes, TPM2 bindings and recovery keys.
+    pub crypt: crate::crypt::Crypt,
 }
 
 impl Keel {
@@ -79,7 +83,9 @@ impl Keel {
     /// inventory. Blocking (it reads sysfs): run it off the request threads.
     pub fn refresh_inventory(&self) {
         let _one = self.refresh_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let new = Arc::new(Inventory::build(&self.host, Some(&self.smart)));
+        let mut new = Inventory::build(&self.host, Some(&self.smart));
+        self.crypt.refresh(&self.host, &mut new);
+        let new = Arc::new(new);
         let old = self.inventory();
         let (before, after) = (old.resources(), new.resources());
         *self.inventory.write().unwrap() = new;
@@ -110,7 +116,14 @@ impl Keel {
             None => Host::live(),
         };
         let smart = crate::inventory::storage::SmartCache::new(std::time::Duration::from_secs(cfg.smart_interval));
-        let inventory = std::sync::RwLock::new(Arc::new(Inventory::build(&host, Some(&smart))));
+        let crypt = crate::crypt::Crypt::open(&cfg.state_dir, cfg.crypt_volumes.clone(), cfg.tpm_tcti.clone(), &host)?;
+        let mut inv = Inventory::build(&host, Some(&smart));
+        crypt.refresh(&host, &mut inv);
+        if crypt.adopt() {
+            inv = Inventory::build(&host, Some(&smart));
+            crypt.refresh(&host, &mut inv);
+        }
+        let inventory = std::sync::RwLock::new(Arc::new(inv));
         let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
         // The simulated platform's reset hook: where the A/B engine's simulated reboot goes.
         let power = crate::power::select(cfg.power, cfg.power_bus.clone(), &state, host.is_live(), crate::power::Simulated::default_hook())?;
@@ -130,6 +143,7 @@ impl Keel {
             tpm,
             refresh_lock: Default::default(),
             power,
+            crypt,
             state,
             cfg,
         }))

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod crypt;
 pub mod events;
 pub mod host;
 pub mod html;

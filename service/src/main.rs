@@ -73,6 +73,10 @@ enum Cmd {
         /// The D-Bus address logind and systemd are reached at (default: the system bus).
         #[arg(long)]
         power_bus: Option<String>,
+        /// A simulated LUKS2 volume or blank data drive: a disk image keeld manages as NAME
+        /// (repeatable; simulated platform only, the machine's own volumes are never touched).
+        #[arg(long = "crypt-volume", value_name = "NAME=PATH")]
+        crypt_volume: Vec<keeld::crypt::SimDisk>,
     },
     /// Work with the host root.
     Host {
@@ -143,7 +147,7 @@ fn main() {
             }
         },
         Cmd::Host { cmd: HostCmd::BenchInventory { dir, runs } } => bench_inventory(&dir, runs.max(1)),
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti, power, power_bus } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti, power, power_bus, crypt_volume } => {
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,
@@ -160,6 +164,7 @@ fn main() {
                 tpm_tcti,
                 power: power.parse().expect("checked by clap"),
                 power_bus,
+                crypt_volumes: crypt_volume,
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

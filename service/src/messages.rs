@@ -91,6 +91,7 @@ pub mod base {
         SERVICE_SHUTTING_DOWN = ("ServiceShuttingDown", "The operation failed because the service is shutting down and can no longer take incoming requests.", "Critical", "When the service becomes available, resubmit the request if the operation failed.");
         ACCOUNT_REMOVED = ("AccountRemoved", "The account was successfully removed.", "OK", "None.");
         ACCOUNT_MODIFIED = ("AccountModified", "The account was successfully modified.", "OK", "None.");
+        ACTION_PARAMETER_VALUE_ERROR = ("ActionParameterValueError", "The value for the parameter %1 in the action %2 is invalid.", "Warning", "Correct the value for the parameter in the request body and resubmit the request if the operation failed.");
         NO_OPERATION = ("NoOperation", "The request body submitted contain no data to act upon and no changes to the resource took place.", "Warning", "Add properties in the JSON object and resubmit the request.");
     }
 }
@@ -199,12 +200,15 @@ pub struct Message {
     pub prefix: &'static str,
     pub args: Vec<String>,
     pub related: Vec<String>,
+    /// A Resolution specific to this occurrence (e.g. which rule a value broke), instead of the
+    /// registry's generic one.
+    pub resolution: Option<String>,
 }
 
 impl Message {
     /// A message of the registry whose `Name.Major.Minor` prefix is given.
     pub fn new(prefix: &'static str, def: &'static MessageDef, args: &[&str]) -> Self {
-        Message { def, prefix, args: args.iter().map(|s| s.to_string()).collect(), related: vec![] }
+        Message { def, prefix, args: args.iter().map(|s| s.to_string()).collect(), related: vec![], resolution: None }
     }
     pub fn base(def: &'static MessageDef, args: &[&str]) -> Self {
         Self::new(BASE_PREFIX, def, args)
@@ -222,6 +226,11 @@ impl Message {
         self.related.push(p);
         self
     }
+    /// Say how to resolve this occurrence (never with secrets in it).
+    pub fn resolution(mut self, text: impl Into<String>) -> Self {
+        self.resolution = Some(text.into());
+        self
+    }
     pub fn id(&self) -> String {
         format!("{}.{}", self.prefix, self.def.key)
     }
@@ -232,7 +241,7 @@ impl Message {
             "Message": render(self.def.text, &self.args),
             "MessageArgs": self.args,
             "MessageSeverity": self.def.severity,
-            "Resolution": self.def.resolution,
+            "Resolution": self.resolution.as_deref().unwrap_or(self.def.resolution),
         });
         if !self.related.is_empty() {
             v["RelatedProperties"] = json!(self.related);

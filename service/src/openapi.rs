@@ -24,6 +24,10 @@ fn ty_schema(ty: &Ty) -> RefOr<Schema> {
         Ty::StrList { max_items } => {
             return ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).max_items(Some(*max_items)).into();
         }
+        Ty::SecretList { max_items, max } => {
+            let item = ObjectBuilder::new().schema_type(Type::String).max_length(Some(*max)).format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Password)));
+            return ArrayBuilder::new().items(item).max_items(Some(*max_items)).into();
+        }
         Ty::EnumList(vals) => {
             return ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(vals.iter().copied()))).into();
         }

@@ -26,6 +26,7 @@ pub struct ServeOpts {
     pub tpm_tcti: Option<String>,
     pub power: crate::power::PowerMode,
     pub power_bus: Option<String>,
+    pub crypt_volumes: Vec<crate::crypt::SimDisk>,
 }
 
 /// What the server loop ended with.
@@ -104,6 +105,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         smart_interval: opts.smart_interval,
         power: opts.power,
         power_bus: opts.power_bus.clone(),
+        crypt_volumes: opts.crypt_volumes.clone(),
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;

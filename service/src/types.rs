@@ -133,6 +133,12 @@ types! {
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).
 pub const KEEL_OEM_NAMESPACE: &str = "KeelManager";
 pub const KEEL_OEM_VERSION: &str = "v1_0_0";
+/// Every Keel OEM schema: (namespace, version, the type its `Oem.Keel` objects carry).
+pub const KEEL_OEM_SCHEMAS: &[(&str, &str, &str)] = &[
+    (KEEL_OEM_NAMESPACE, KEEL_OEM_VERSION, "Manager"),
+    ("KeelComputerSystem", "v1_0_0", "ComputerSystem"),
+    ("KeelVolume", "v1_0_0", "Volume"),
+];
 
 pub fn by_name(name: &str) -> Option<RfType> {
     ALL.iter().copied().find(|t| t.name == name)

@@ -5,6 +5,7 @@
 pub mod dispatch;
 
 pub mod accounts;
+pub mod crypt;
 pub mod events;
 pub mod logs;
 pub mod managers;
@@ -340,6 +341,7 @@ impl Tree {
         network::register(&mut t);
         secureboot::register(&mut t);
         tpm::register(&mut t);
+        crypt::register(&mut t);
         t
     }
 }

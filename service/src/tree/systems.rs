@@ -73,6 +73,10 @@ async fn system(r: Req) -> RfResult<Value> {
     if inv.secure_boot.is_some() {
         v["SecureBoot"] = link(super::secureboot::uri());
     }
+    v["Oem"] = json!({ "Keel": super::crypt::system_oem(&r) });
+    if let Some(a) = super::crypt::system_actions(&r) {
+        v["Actions"]["Oem"] = a;
+    }
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
         v["ProcessorSummary"]["Model"] = json!(m);
     }
