@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod privilege;
 pub mod protocol;
 pub mod server;
+pub mod slots;
 pub mod store;
 pub mod tls;
 pub mod tpm;

@@ -24,6 +24,9 @@ pub struct ServeOpts {
     /// Seconds between smartctl runs for one drive (0: on every inventory refresh).
     pub smart_interval: u64,
     pub tpm_tcti: Option<String>,
+    pub platform: String,
+    pub update_ca: PathBuf,
+    pub sim_usr_size: u64,
 }
 
 /// What the server loop ended with.
@@ -100,6 +103,9 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         host_root: opts.host_root.clone(),
         tpm_tcti: opts.tpm_tcti.clone(),
         smart_interval: opts.smart_interval,
+        platform: opts.platform.clone(),
+        update_ca: opts.update_ca.clone(),
+        sim_usr_size: opts.sim_usr_size,
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
