@@ -29,7 +29,8 @@ if [ "$test_deps" = 1 ]; then
     # python3-venv: the test venv; wrk: bench/; chromium (+ fonts): the HTML view tests;
     # iproute2 + util-linux (ip, unshare, nsenter): the validators run in a private network namespace.
     # swtpm + tpm2-tools: a real software TPM for the TPM tests.
-    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools)
+    # fdisk + gdisk: sfdisk --json and sgdisk -v check the slot engine's GPT images; time: bench/update.sh (peak RSS).
+    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools fdisk gdisk time)
 fi
 
 missing=()

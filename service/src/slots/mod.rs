@@ -35,9 +35,6 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 pub const EMPTY: &str = "_empty";
 /// Size of each write (and of each of the three buffers in flight).
 const CHUNK: usize = 4 << 20;
-/// How many written chunks may be under writeback before the oldest is waited for and dropped
-/// from the page cache.
-const WRITEBACK_LAG: usize = 4;
 /// The first line of a simulated UKI.
 pub const SIM_UKI_MAGIC: &str = "KEEL-SIM-UKI 1";
 
@@ -836,25 +833,41 @@ fn esp_free(dir: &Path) -> io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Where one artifact goes.
+struct Target<'a> {
+    /// Buffered descriptor: unaligned writes, the final fdatasync.
+    file: &'a File,
+    /// The same file opened `O_DIRECT`, if the file system allows it: aligned chunks go through it,
+    /// bypassing the page cache (no copy into the cache, nothing for the cache to hold).
+    direct: Option<&'a File>,
+    base: u64,
+    /// Bytes from `base` that may be written (the partition): the last chunk is padded with zeros
+    /// to the alignment when that stays inside.
+    room: u64,
+}
+
 /// Stream every artifact to its place, hashing as it goes; compare each hash once its bytes are
 /// fsynced. The UKI goes to `tmp` in the ESP.
 fn write_artifacts(src: &mut dyn Read, m: &Manifest, plan: &Plan, tmp: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(), ApplyError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let disk = OpenOptions::new().read(true).write(true).open(&plan.disk)?;
+    let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&plan.disk).ok();
     let lba = gpt::logical_block_size(&disk);
     let total = m.total_bytes();
     let mut done = 0u64;
     for a in &m.artifacts {
-        let (file, base, owned);
-        match a.name.as_str() {
-            "usr" => (file, base) = (&disk, plan.target.usr.offset(lba)),
-            "usr-verity" => (file, base) = (&disk, plan.target.verity.offset(lba)),
-            "usr-verity-sig" => (file, base) = (&disk, plan.target.sig.offset(lba)),
+        let owned;
+        let part = |p: &Partition| Target { file: &disk, direct: direct.as_ref(), base: p.offset(lba), room: p.size(lba) };
+        let target = match a.name.as_str() {
+            "usr" => part(&plan.target.usr),
+            "usr-verity" => part(&plan.target.verity),
+            "usr-verity-sig" => part(&plan.target.sig),
             _ => {
                 owned = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(|e| space(e, "the UKI in the ESP"))?;
-                (file, base) = (&owned, 0);
+                Target { file: &owned, direct: None, base: 0, room: a.size }
             }
-        }
-        let hash = stream(src, file, base, a, done, total, progress).map_err(|e| match e {
+        };
+        let hash = stream(src, &target, a, done, total, progress).map_err(|e| match e {
             ApplyError::Io(e) => space(e, &format!("artifact {}", a.name)),
             e => e,
         })?;
@@ -897,30 +910,105 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Write `a.size` bytes of `src` to `file` at `base` and return their SHA-256 (hex). This thread
-/// reads and hashes; a second thread writes, so reading, hashing and writing overlap (three
-/// buffers of `CHUNK` bytes in all). Written ranges are pushed to the disk as they go
-/// (`sync_file_range`) and dropped from the page cache once on disk, so a 1 GiB artifact neither
-/// bloats the cache nor leaves a long fsync for the end; the final `fdatasync` makes it durable.
-fn stream(src: &mut dyn Read, file: &File, base: u64, a: &bundle::Artifact, before: u64, total: u64, progress: &mut dyn FnMut(Progress)) -> Result<String, ApplyError> {
-    use std::sync::mpsc::sync_channel;
-    let chunk = (a.size as usize).clamp(1, CHUNK);
-    let (to_writer, writer_rx) = sync_channel::<(Vec<u8>, usize, u64)>(2);
-    let (to_reader, reader_rx) = sync_channel::<Vec<u8>>(3);
-    let mut hasher = openssl::sha::Sha256::new();
-    let result = std::thread::scope(|s| {
-        let writer = s.spawn(move || -> io::Result<()> {
-            let mut inflight = std::collections::VecDeque::new();
-            for (buf, len, off) in writer_rx {
-                file.write_all_at(&buf[..len], base + off)?;
-                writeback(file, base + off, len as u64, &mut inflight);
-                let _ = to_reader.send(buf);
+/// Alignment of `O_DIRECT` buffers, offsets and lengths (covers 4K-sector disks).
+const ALIGN: usize = 4096;
+
+/// A heap buffer aligned for `O_DIRECT`.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the buffer is uniquely owned memory, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("buffer layout");
+        // SAFETY: len > 0 (callers ask for at least ALIGN bytes).
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr points to len initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), std::alloc::Layout::from_size_align(self.len, ALIGN).unwrap()) }
+    }
+}
+
+/// Write one chunk: through `O_DIRECT` when offset and (zero-padded) length are aligned and stay
+/// inside the target, else buffered.
+fn write_chunk(t: &Target, buf: &mut AlignedBuf, len: usize, off: u64) -> io::Result<()> {
+    let at = t.base + off;
+    if let Some(direct) = t.direct {
+        let padded = len.div_ceil(ALIGN) * ALIGN;
+        if at % ALIGN as u64 == 0 && padded <= buf.len() && off + padded as u64 <= t.room {
+            buf[len..padded].fill(0);
+            match direct.write_all_at(&buf[..padded], at) {
+                Ok(()) => return Ok(()),
+                // Some file systems refuse O_DIRECT only at write time.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
             }
-            file.sync_data()?;
-            drop_cache(file, base, a.size);
+        }
+    }
+    t.file.write_all_at(&buf[..len], at)
+}
+
+/// Buffers in flight per artifact: one being read, one hashed, one written, one spare.
+const BUFFERS: usize = 4;
+
+/// Write `a.size` bytes of `src` to the target and return their SHA-256 (hex). A three-stage
+/// pipeline: this thread reads, a second hashes, a third writes, each chunk passing from one to the
+/// next (`BUFFERS` aligned buffers of up to `CHUNK` bytes in all, whatever the artifact's size).
+/// Writes go around the page cache where the file system allows (`O_DIRECT`); whatever went
+/// through the cache is dropped from it after the final `fdatasync`, which makes the artifact
+/// durable. Progress counts bytes written.
+fn stream(src: &mut dyn Read, t: &Target, a: &bundle::Artifact, before: u64, total: u64, progress: &mut dyn FnMut(Progress)) -> Result<String, ApplyError> {
+    use std::sync::mpsc::sync_channel;
+    let chunk = (a.size as usize).clamp(1, CHUNK).div_ceil(ALIGN) * ALIGN;
+    let (to_hasher, hasher_rx) = sync_channel::<(AlignedBuf, usize, u64)>(BUFFERS);
+    let (to_writer, writer_rx) = sync_channel::<(AlignedBuf, usize, u64)>(BUFFERS);
+    let (to_reader, reader_rx) = sync_channel::<(AlignedBuf, u64)>(BUFFERS);
+    let mut report = |written: u64| progress(Progress::Writing { artifact: a.name.clone(), written, size: a.size, total_written: before + written, total_bytes: total });
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = openssl::sha::Sha256::new();
+            for (buf, len, off) in hasher_rx {
+                h.update(&buf[..len]);
+                if to_writer.send((buf, len, off)).is_err() {
+                    break;
+                }
+            }
+            h.finish()
+        });
+        let writer = s.spawn(move || -> io::Result<()> {
+            for (mut buf, len, off) in writer_rx {
+                write_chunk(t, &mut buf, len, off)?;
+                let _ = to_reader.send((buf, off + len as u64));
+            }
+            t.file.sync_data()?;
+            drop_cache(t.file, t.base, a.size);
             Ok(())
         });
-        let mut spare: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; chunk]).collect();
+        let mut spare: Vec<AlignedBuf> = (0..BUFFERS).map(|_| AlignedBuf::new(chunk)).collect();
         let mut off = 0u64;
         let read_result = loop {
             if off == a.size {
@@ -929,7 +1017,10 @@ fn stream(src: &mut dyn Read, file: &File, base: u64, a: &bundle::Artifact, befo
             let mut buf = match spare.pop() {
                 Some(b) => b,
                 None => match reader_rx.recv() {
-                    Ok(b) => b,
+                    Ok((b, written)) => {
+                        report(written);
+                        b
+                    }
                     Err(_) => break Ok(()), // the writer stopped: its error is reported below
                 },
             };
@@ -941,37 +1032,21 @@ fn stream(src: &mut dyn Read, file: &File, base: u64, a: &bundle::Artifact, befo
             if n < want {
                 break Err(ApplyError::Truncated(format!("the bundle ends inside artifact {} ({} of {} bytes)", a.name, off + n as u64, a.size)));
             }
-            hasher.update(&buf[..n]);
-            if to_writer.send((buf, n, off)).is_err() {
+            if to_hasher.send((buf, n, off)).is_err() {
                 break Ok(());
             }
             off += n as u64;
-            progress(Progress::Writing { artifact: a.name.clone(), written: off, size: a.size, total_written: before + off, total_bytes: total });
         };
-        drop(to_writer);
+        drop(to_hasher);
+        for (_, written) in reader_rx.iter() {
+            report(written);
+        }
+        let hash = hasher.join().map_err(|_| io::Error::other("hasher thread panicked"))?;
         let write_result = writer.join().unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
         read_result?;
         write_result?;
-        Ok::<_, ApplyError>(())
-    });
-    result?;
-    Ok(bundle::hex(&hasher.finish()))
-}
-
-fn writeback(file: &File, off: u64, len: u64, inflight: &mut std::collections::VecDeque<(u64, u64)>) {
-    let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on a valid descriptor; failures only lose the optimisation.
-    unsafe {
-        libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-    }
-    inflight.push_back((off, len));
-    if inflight.len() > WRITEBACK_LAG {
-        let (o, l) = inflight.pop_front().unwrap();
-        unsafe {
-            libc::sync_file_range(fd, o as i64, l as i64, libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER);
-            libc::posix_fadvise(fd, o as i64, l as i64, libc::POSIX_FADV_DONTNEED);
-        }
-    }
+        Ok::<_, ApplyError>(bundle::hex(&hash))
+    })
 }
 
 fn drop_cache(file: &File, off: u64, len: u64) {
