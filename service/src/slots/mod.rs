@@ -147,6 +147,7 @@ impl fmt::Display for ApplyError {
             TooOld { min_version, running } => write!(f, "the bundle updates only from version {min_version} or newer; the running version is {running}"),
             SameVersion(v) => write!(f, "version {v} is already running"),
             RunningSlot(s) => write!(f, "refused to write to the running slot: {s}"),
+            NoSpace { what, need: 0, .. } => write!(f, "not enough space for {what}: the file system is full"),
             NoSpace { what, need, have } => write!(f, "not enough space for {what}: {need} bytes needed, {have} available"),
             Mismatch { artifact } => write!(f, "artifact {artifact} does not match its SHA-256 in the manifest"),
             Truncated(s) => write!(f, "the bundle is truncated: {s}"),
@@ -336,7 +337,7 @@ pub fn sim_usr(version: &str, size: usize) -> Vec<u8> {
     out
 }
 
-/// The A/B engine for one machine (or one simulated machine).
+/// The A/B engine for one machine (or one simulated machine). `Send + Sync`: share it in an `Arc`.
 pub struct Slots {
     inner: Mutex<Inner>,
     applying: Mutex<()>,
@@ -514,6 +515,11 @@ impl Slots {
     }
 }
 
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Slots>();
+};
+
 impl Inner {
     fn open_disk(&self, write: bool) -> io::Result<File> {
         OpenOptions::new().read(true).write(write).open(&self.disk)
@@ -531,7 +537,13 @@ impl Inner {
                 let id = SimLoader::load(loader_file).ok()?.booted_slot?;
                 slots.iter().find(|s| s.id == id)
             }
-            Kind::Real { booted_partition } => slots.iter().find(|s| Some(s.usr.number()) == *booted_partition),
+            // sysfs said which partition backs /usr; failing that, the version of the entry the
+            // loader booted (LoaderEntrySelected).
+            Kind::Real { booted_partition: Some(n) } => slots.iter().find(|s| s.usr.number() == *n),
+            Kind::Real { booted_partition: None } => {
+                let v = boot::parse_entry(&self.loader.get(platform::ENTRY_SELECTED).ok()??)?.version;
+                slots.iter().find(|s| s.version().as_deref() == Some(v.as_str()))
+            }
         }
     }
 
