@@ -826,3 +826,22 @@ fn open_removes_leftovers_of_an_interrupted_activation() {
     assert_eq!(m.entries(), ["keel_0.5.efi", "keel_1.0.efi"]);
     assert_eq!(slots.reboot().unwrap().booted.as_deref(), Some("1.0"));
 }
+
+/// `keeld serve`'s configuration picks the platform: `simulated` lays out STATE/sim running
+/// keeld's own version; `real` on a machine that is not a Keel image fails rather than guess.
+#[test]
+fn the_configured_platform_is_opened() {
+    let tmp = Tmp::new("config");
+    let cfg = keeld::app::Config { state_dir: tmp.0.clone(), platform: "simulated".into(), sim_usr_size: 2 << 20, ..Default::default() };
+    let slots = keeld::slots::open_configured(&cfg).unwrap();
+    assert_eq!(slots.platform(), "simulated");
+    assert_eq!(slots.running_version().as_deref(), Some(keeld::slots::SIM_VERSION));
+    assert!(tmp.0.join("sim/disk.img").exists());
+    let cfg = keeld::app::Config { host_root: Some(tmp.0.join("nothing")), platform: "real".into(), ..cfg };
+    assert!(keeld::slots::open_configured(&cfg).is_err());
+    let cfg = keeld::app::Config { platform: "auto".into(), ..cfg };
+    assert_eq!(keeld::slots::open_configured(&cfg).unwrap().platform(), "simulated", "not a Keel image: simulated");
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(keeld::slots::native_arch(), "x86-64");
+    }
+}
