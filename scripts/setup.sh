@@ -33,7 +33,8 @@ if [ "$test_deps" = 1 ]; then
     # swtpm + tpm2-tools: a real software TPM for the TPM tests.
     # dbus-daemon: the power tests' private bus; systemd: systemd-inhibit takes logind inhibitors on it.
     # cryptsetup-bin: LUKS2 image files for the disk encryption tests (keeld runs cryptsetup).
-    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools dbus-daemon systemd cryptsetup-bin)
+    # fdisk + gdisk: sfdisk --json and sgdisk -v check the slot engine's GPT images; time: bench/update.sh (peak RSS).
+    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools dbus-daemon systemd cryptsetup-bin fdisk gdisk time)
 fi
 
 missing=()

@@ -34,11 +34,18 @@ pub struct Config {
     pub power_bus: Option<String>,
     /// Simulated LUKS2 volumes and data drives (`--crypt-volume NAME=PATH`).
     pub crypt_volumes: Vec<crate::crypt::SimDisk>,
+    /// Where the A/B slot engine acts (`--platform`): `simulated`, `real` or `auto` (real on a
+    /// Keel image, simulated elsewhere). See `slots::open_configured`.
+    pub platform: String,
+    /// The CA an update bundle's signer must chain to (`--update-ca`).
+    pub update_ca: PathBuf,
+    /// Size of each usr partition of a newly created simulated disk (`--sim-usr-size`).
+    pub sim_usr_size: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600, power: Default::default(), power_bus: None, crypt_volumes: vec![] }
+        Config { state_dir: PathBuf::from("/var/lib/keel"), max_body: 1 << 20, page_size: 1000, base_url: String::new(), port: 8443, self_signed: true, host_root: None, tpm_tcti: None, smart_interval: 600, power: Default::default(), power_bus: None, crypt_volumes: vec![], platform: "auto".into(), update_ca: PathBuf::from(crate::slots::DEFAULT_UPDATE_CA), sim_usr_size: crate::slots::DEFAULT_SIM_USR_SIZE }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod power;
 pub mod privilege;
 pub mod protocol;
 pub mod server;
+pub mod slots;
 pub mod store;
 pub mod tasks;
 pub mod tls;

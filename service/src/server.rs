@@ -27,6 +27,9 @@ pub struct ServeOpts {
     pub power: crate::power::PowerMode,
     pub power_bus: Option<String>,
     pub crypt_volumes: Vec<crate::crypt::SimDisk>,
+    pub platform: String,
+    pub update_ca: PathBuf,
+    pub sim_usr_size: u64,
 }
 
 /// What the server loop ended with.
@@ -106,6 +109,9 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         power: opts.power,
         power_bus: opts.power_bus.clone(),
         crypt_volumes: opts.crypt_volumes.clone(),
+        platform: opts.platform.clone(),
+        update_ca: opts.update_ca.clone(),
+        sim_usr_size: opts.sim_usr_size,
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
