@@ -79,6 +79,8 @@ pub struct Keel {
     pub power: Box<dyn crate::power::PowerBackend>,
     /// LUKS2 volumes, TPM2 bindings and recovery keys.
     pub crypt: crate::crypt::Crypt,
+    /// The A/B slot engine and the updates driven through it.
+    pub updates: Arc<crate::update::Updates>,
 }
 
 impl Keel {
@@ -133,9 +135,15 @@ impl Keel {
         let inventory = std::sync::RwLock::new(Arc::new(inv));
         let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
         // The simulated platform's reset hook: where the A/B engine's simulated reboot goes.
-        let power = crate::power::select(cfg.power, cfg.power_bus.clone(), &state, host.is_live(), crate::power::Simulated::default_hook())?;
+        let slots = crate::slots::open_configured(&cfg)?;
+        log::info!("slots: {} platform, running {}", slots.platform(), slots.running_version().unwrap_or_else(|| "an unknown version".into()));
+        let updates = Arc::new(crate::update::Updates::open(slots, cfg.update_ca.clone(), state.clone(), events.clone())?);
+        // The simulated platform's resets are the A/B engine's simulated reboots.
+        let u = updates.clone();
+        let hook: crate::power::ResetHook = Box::new(move |k| if k.boots() { u.simulated_reboot().map(|_| ()) } else { Ok(()) });
+        let power = crate::power::select(cfg.power, cfg.power_bus.clone(), &state, host.is_live(), hook)?;
         log::info!("power: {}", power.name());
-        Ok(Arc::new(Keel {
+        let keel = Arc::new(Keel {
             accounts: Accounts::open(state.clone())?,
             sessions: Sessions::open(state.clone())?,
             events,
@@ -151,8 +159,16 @@ impl Keel {
             refresh_lock: Default::default(),
             power,
             crypt,
+            updates,
             state,
             cfg,
-        }))
+        });
+        // An update applied `Immediate` (or activated) restarts the machine as a GracefulRestart.
+        let weak = Arc::downgrade(&keel);
+        keel.updates.set_restart(Box::new(move || {
+            let k = weak.upgrade().ok_or("keeld is stopping")?;
+            k.power.reset(crate::power::ResetKind::GracefulRestart).map_err(|e| e.to_string())
+        }));
+        Ok(keel)
     }
 }

@@ -92,6 +92,7 @@ pub mod base {
         ACCOUNT_REMOVED = ("AccountRemoved", "The account was successfully removed.", "OK", "None.");
         ACCOUNT_MODIFIED = ("AccountModified", "The account was successfully modified.", "OK", "None.");
         ACTION_PARAMETER_VALUE_ERROR = ("ActionParameterValueError", "The value for the parameter %1 in the action %2 is invalid.", "Warning", "Correct the value for the parameter in the request body and resubmit the request if the operation failed.");
+        ACTION_PARAMETER_VALUE_CONFLICT = ("ActionParameterValueConflict", "The parameter '%1' with the requested value of '%2' does not meet the constraints of the implementation.", "Warning", "None.");
         NO_OPERATION = ("NoOperation", "The request body submitted contain no data to act upon and no changes to the resource took place.", "Warning", "Add properties in the JSON object and resubmit the request.");
     }
 }
@@ -260,6 +261,13 @@ pub struct RfError {
 }
 
 impl RfError {
+    /// Give the (first) message a Resolution saying what exactly to do.
+    pub fn with_resolution(mut self, text: &str) -> Self {
+        if let Some(m) = self.messages.first_mut() {
+            m.resolution = Some(text.to_string());
+        }
+        self
+    }
     pub fn new(status: StatusCode, msg: Message) -> Self {
         RfError { status, messages: vec![msg], headers: vec![] }
     }

@@ -151,6 +151,23 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     } else {
         None
     };
+    // keeld answers: the boot that started it is good (systemd-bless-boot's job on a Keel image).
+    match keel.updates.slots.bless() {
+        Ok(Some(e)) => log::info!("slots: boot entry blessed as {e}"),
+        Ok(None) => {}
+        Err(e) => log::warn!("slots: cannot bless the booted entry: {e}"),
+    }
+    // Staged updates waiting for their maintenance window.
+    let k = keel.clone();
+    let update_timer = actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if k.updates.pending().is_some() {
+                let k2 = k.clone();
+                let _ = web::block(move || k2.updates.tick(chrono::Utc::now())).await;
+            }
+        }
+    });
     // On a live machine the kernel's device events trigger a re-read at once.
     if keel.host.is_live() {
         let k = keel.clone();
@@ -188,6 +205,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     handle.stop(true).await;
     let _ = server.await;
     sweeper.abort();
+    update_timer.abort();
     if let Some(t) = inventory_refresh {
         t.abort();
     }

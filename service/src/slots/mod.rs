@@ -513,6 +513,20 @@ impl Slots {
     pub fn set_default(&self, version: &str) -> io::Result<String> {
         self.lock().set_default(version)
     }
+
+    /// Forget `LoaderEntryDefault`: the newest entry with tries left boots next.
+    pub fn clear_default(&self) -> io::Result<()> {
+        let inner = self.lock();
+        if inner.loader.get(platform::ENTRY_DEFAULT)?.is_some() {
+            inner.loader.set(platform::ENTRY_DEFAULT, None)?;
+        }
+        Ok(())
+    }
+
+    /// Whether an apply is writing now.
+    pub fn applying(&self) -> bool {
+        matches!(self.applying.try_lock(), Err(TryLockError::WouldBlock))
+    }
 }
 
 const _: () = {
