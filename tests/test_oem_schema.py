@@ -7,7 +7,8 @@ import requests
 from conftest import ROOT
 
 
-OEM = (("KeelManager", "Manager"), ("KeelComputerSystem", "ComputerSystem"), ("KeelVolume", "Volume"))
+OEM = (("KeelManager", "Manager"), ("KeelComputerSystem", "ComputerSystem"), ("KeelVolume", "Volume"),
+       ("KeelUpdateService", "UpdateService"))
 
 
 def test_oem_schema_files_are_served_as_committed(keeld):

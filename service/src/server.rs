@@ -160,8 +160,14 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     // Staged updates waiting for their maintenance window.
     let k = keel.clone();
     let update_timer = actix_web::rt::spawn(async move {
+        let mut n: u64 = 0;
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // The update policy's periodic check of the signed index.
+            n += 1;
+            if n % 5 == 0 {
+                crate::tree::update::check_if_due(&k);
+            }
             if k.updates.pending().is_some() {
                 let k2 = k.clone();
                 let _ = web::block(move || k2.updates.tick(chrono::Utc::now())).await;

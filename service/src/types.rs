@@ -138,6 +138,7 @@ pub const KEEL_OEM_SCHEMAS: &[(&str, &str, &str)] = &[
     (KEEL_OEM_NAMESPACE, KEEL_OEM_VERSION, "Manager"),
     ("KeelComputerSystem", "v1_0_0", "ComputerSystem"),
     ("KeelVolume", "v1_0_0", "Volume"),
+    ("KeelUpdateService", "v1_0_0", "UpdateService"),
 ];
 
 pub fn by_name(name: &str) -> Option<RfType> {

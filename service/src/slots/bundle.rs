@@ -135,17 +135,27 @@ pub fn read_head(src: &mut dyn Read) -> Result<Head, ApplyError> {
 /// `BadSignature`; a valid signature by a certificate that does not chain to the CA is
 /// `UntrustedSigner`.
 pub fn verify_manifest(head: &Head, ca: &Path) -> Result<Manifest, ApplyError> {
+    verify_detached(&head.manifest_bytes, &head.signature, ca)?;
+    let m: Manifest = serde_json::from_slice(&head.manifest_bytes).map_err(|e| ApplyError::Malformed(format!("manifest: {e}")))?;
+    m.check()?;
+    Ok(m)
+}
+
+/// Check a detached DER CMS `signature` of `bytes` against the CA certificates in `ca` (PEM):
+/// `BadSignature` when it does not match the bytes, `UntrustedSigner` when the signer does not
+/// chain to the CA. Used for bundle manifests and for the signed update index.
+pub fn verify_detached(bytes: &[u8], signature: &[u8], ca: &Path) -> Result<(), ApplyError> {
     let ca_pem = std::fs::read(ca).map_err(|e| ApplyError::Io(io::Error::new(e.kind(), format!("update CA {}: {e}", ca.display()))))?;
     let cas = X509::stack_from_pem(&ca_pem).map_err(|e| ApplyError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("update CA {}: {e}", ca.display()))))?;
     if cas.is_empty() {
         return Err(ApplyError::Io(io::Error::new(io::ErrorKind::InvalidData, format!("update CA {}: no certificate", ca.display()))));
     }
-    let mut cms = CmsContentInfo::from_der(&head.signature).map_err(|_| ApplyError::BadSignature("the signature is not a DER CMS structure".into()))?;
+    let mut cms = CmsContentInfo::from_der(signature).map_err(|_| ApplyError::BadSignature("the signature is not a DER CMS structure".into()))?;
     // First the signature over the bytes alone (signer certificate taken from the CMS itself).
     let empty = X509StoreBuilder::new().map_err(ssl_io)?.build();
     let flags = CMSOptions::BINARY | CMSOptions::DETACHED;
-    cms.verify(None, Some(&empty), Some(&head.manifest_bytes), None, flags | CMSOptions::NO_SIGNER_CERT_VERIFY)
-        .map_err(|e| ApplyError::BadSignature(format!("the manifest signature does not verify ({})", first_reason(&e))))?;
+    cms.verify(None, Some(&empty), Some(bytes), None, flags | CMSOptions::NO_SIGNER_CERT_VERIFY)
+        .map_err(|e| ApplyError::BadSignature(format!("the signature does not verify ({})", first_reason(&e))))?;
     // Then the signer's chain, to the update CA only.
     let mut store = X509StoreBuilder::new().map_err(ssl_io)?;
     for c in cas {
@@ -154,11 +164,9 @@ pub fn verify_manifest(head: &Head, ca: &Path) -> Result<Manifest, ApplyError> {
     store.set_purpose(X509PurposeId::ANY).map_err(ssl_io)?;
     let store = store.build();
     let none: Stack<X509> = Stack::new().map_err(ssl_io)?;
-    cms.verify(Some(&none), Some(&store), Some(&head.manifest_bytes), None, flags)
+    cms.verify(Some(&none), Some(&store), Some(bytes), None, flags)
         .map_err(|e| ApplyError::UntrustedSigner(format!("the signer's certificate does not chain to the update CA ({})", first_reason(&e))))?;
-    let m: Manifest = serde_json::from_slice(&head.manifest_bytes).map_err(|e| ApplyError::Malformed(format!("manifest: {e}")))?;
-    m.check()?;
-    Ok(m)
+    Ok(())
 }
 
 fn ssl_io(e: openssl::error::ErrorStack) -> ApplyError {

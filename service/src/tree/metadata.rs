@@ -15,6 +15,8 @@ pub const OEM_FILES: &[(&str, &str, &str)] = &[
     ("KeelComputerSystem.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelComputerSystem.v1_0_0.json")),
     ("KeelVolume_v1.xml", "application/xml", include_str!("../../../schemas/KeelVolume_v1.xml")),
     ("KeelVolume.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelVolume.v1_0_0.json")),
+    ("KeelUpdateService_v1.xml", "application/xml", include_str!("../../../schemas/KeelUpdateService_v1.xml")),
+    ("KeelUpdateService.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelUpdateService.v1_0_0.json")),
 ];
 
 pub fn register(t: &mut Tree) {

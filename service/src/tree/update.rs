@@ -8,9 +8,11 @@ use crate::messages::{base, update as um, Message, RfError, RfResult};
 use crate::privilege::{CONFIGURE_COMPONENTS, LOGIN};
 use crate::protocol::body::{Prop, Ty};
 use crate::slots::{SlotState, Status};
-use crate::tasks::Payload;
+use crate::app::Keel;
+use crate::tasks::{Payload, TaskHandle};
+use std::sync::Arc;
 use crate::types;
-use crate::update::{source, ApplyTime, Request, StartError, Window, TARGET};
+use crate::update::{policy, source, ApplyTime, Request, Reservation, StartError, Window, TARGET};
 use actix_web::http::StatusCode;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
@@ -26,7 +28,18 @@ const APPLY_TIME_PROPS: &[Prop] = &[
     Prop::new("MaintenanceWindowDurationInSeconds", Ty::Int { min: 1, max: 31_536_000 }, "Length of the maintenance window."),
 ];
 const PUSH_OPTIONS: &[Prop] = &[Prop::new("HttpPushUriApplyTime", Ty::Obj(APPLY_TIME_PROPS), "Apply time of pushed images.")];
-const SERVICE_PATCH: &[Prop] = &[Prop::new("HttpPushUriOptions", Ty::Obj(PUSH_OPTIONS), "Options of images pushed to the MultipartHttpPushUri.")];
+const KEEL_POLICY: &[Prop] = &[
+    Prop::new("Channel", Ty::Enum(policy::CHANNELS), "The update channel followed: stable or testing."),
+    Prop::new("CheckIntervalSeconds", Ty::Int { min: 0, max: 31_536_000 }, "Seconds between checks of the update index (0: never; default 21600)."),
+    Prop::nullable("IndexURI", Ty::Uri, "The signed update index (http or https); null: no automatic updates."),
+];
+const OEM_PATCH: &[Prop] = &[Prop::new("Keel", Ty::Obj(KEEL_POLICY), "Keel's update policy.")];
+const SERVICE_PATCH: &[Prop] = &[
+    Prop::new("HttpPushUriOptions", Ty::Obj(PUSH_OPTIONS), "Options of images pushed to the MultipartHttpPushUri."),
+    Prop::new("Oem", Ty::Obj(OEM_PATCH), "Keel's update policy."),
+];
+const CHECK: &str = "KeelUpdateService.CheckForUpdates";
+const ROLLBACK: &str = "KeelUpdateService.Rollback";
 
 const SIMPLE_BODY: &[Prop] = &[
     Prop::required("ImageURI", Ty::Str { min: 1, max: 2048 }, "The bundle: an http(s) URI, or file:// (Administrators only)."),
@@ -41,6 +54,8 @@ pub fn register(t: &mut Tree) {
     t.add(Tree::route(US, "UpdateService", Some(types::UPDATE_SERVICE)).get(LOGIN, service).patch(CONFIGURE_COMPONENTS, SERVICE_PATCH, patch_service));
     t.add(Tree::route("/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", "UpdateService", None).action(SIMPLE, CONFIGURE_COMPONENTS, SIMPLE_BODY, "Pull an update bundle and apply it to the inactive slot (a Task)", simple_update));
     t.add(Tree::route("/redfish/v1/UpdateService/Actions/UpdateService.StartUpdate", "UpdateService", None).action(START, CONFIGURE_COMPONENTS, &[], "Activate the staged update and restart", start_update));
+    t.add(Tree::route("/redfish/v1/UpdateService/Actions/Oem/KeelUpdateService.CheckForUpdates", "UpdateService", None).action(CHECK, CONFIGURE_COMPONENTS, &[], "Look for a newer version in the signed update index now, and stage it (a Task)", check_for_updates));
+    t.add(Tree::route("/redfish/v1/UpdateService/Actions/Oem/KeelUpdateService.Rollback", "UpdateService", None).action(ROLLBACK, CONFIGURE_COMPONENTS, &[], "Make the other slot's version boot at the next reset", rollback));
     t.add(Tree::route(PUSH_URI, "UpdateService", None).post_stream(CONFIGURE_COMPONENTS, "multipart/form-data", "Push an update bundle (multipart: UpdateParameters, UpdateFile); a Task", push));
     for kind in ["FirmwareInventory", "SoftwareInventory"] {
         let (coll, one): (&'static str, &'static str) = if kind == "FirmwareInventory" {
@@ -109,6 +124,24 @@ fn name(a: ApplyTime) -> &'static str {
 }
 
 async fn patch_service(r: Req, body: Map<String, Value>) -> RfResult<()> {
+    if let Some(k) = body.get("Oem").and_then(|o| o.get("Keel")) {
+        let mut p = r.keel.updates.policy();
+        if let Some(c) = k.get("Channel").and_then(Value::as_str) {
+            p.channel = c.to_string();
+        }
+        if let Some(i) = k.get("CheckIntervalSeconds").and_then(Value::as_u64) {
+            p.interval = i;
+        }
+        match k.get("IndexURI") {
+            Some(Value::Null) => p.index_uri = None,
+            Some(Value::String(u)) => p.index_uri = Some(u.clone()),
+            _ => {}
+        }
+        r.keel.updates.set_policy(&p).map_err(RfError::internal)?;
+    }
+    if body.get("HttpPushUriOptions").is_none() {
+        return Ok(());
+    }
     let mut s = settings(&r);
     if let Some(at) = body.get("HttpPushUriOptions").and_then(|o| o.get("HttpPushUriApplyTime")) {
         if let Some(a) = at.get("ApplyTime").and_then(Value::as_str) {
@@ -162,7 +195,12 @@ async fn service(r: Req) -> RfResult<Value> {
                 },
             },
             "#UpdateService.StartUpdate": { "target": format!("{US}/Actions/{START}") },
+            "Oem": {
+                "#KeelUpdateService.CheckForUpdates": { "target": format!("{US}/Actions/Oem/{CHECK}") },
+                "#KeelUpdateService.Rollback": { "target": format!("{US}/Actions/Oem/{ROLLBACK}") },
+            },
         },
+        "Oem": { "Keel": policy_json(&u.policy()) },
         "Status": { "State": if u.busy() { "Updating" } else { "Enabled" }, "Health": "OK" },
     });
     if v["Actions"]["#UpdateService.SimpleUpdate"]["@Redfish.OperationApplyTimeSupport"]["MaintenanceWindowStartTime"].is_null() {
@@ -179,6 +217,21 @@ async fn service(r: Req) -> RfResult<Value> {
         v["MaxImageSizeBytes"] = json!(m);
     }
     Ok(v)
+}
+
+fn policy_json(p: &policy::Policy) -> Value {
+    let mut v = json!({
+        "@odata.type": "#KeelUpdateService.v1_0_0.UpdateService",
+        "Channel": p.channel,
+        "CheckIntervalSeconds": p.interval,
+        "IndexURI": p.index_uri,
+    });
+    if let Some(t) = p.last_check {
+        v["LastCheckTime"] = json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    super::put(&mut v, "LastCheckResult", p.last_result.clone());
+    super::put(&mut v, "AvailableVersion", p.available.clone());
+    v
 }
 
 /// Only one update at a time: the second gets 409 with Update `UpdateInProgress`.
@@ -239,33 +292,40 @@ async fn simple_update(r: Req, body: Map<String, Value>) -> RfResult<Reply> {
     let staged = body.get("Stage").and_then(Value::as_bool).unwrap_or(false);
     let (apply_time, window) = apply_time_of(&body, &s, SIMPLE, if staged { ApplyTime::OnStartUpdateRequest } else { ApplyTime::Immediate })?;
     let force = body.get("ForceUpdate").and_then(Value::as_bool).unwrap_or(false);
-    let keel = r.keel.clone();
-    let Some(reservation) = keel.updates.reserve() else { return Err(busy_error()) };
     let image = url.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(&url).to_string();
-    let task = keel.tasks.start("Update by SimpleUpdate", &r.principal().user, Some(Payload::new("POST", &format!("{US}/Actions/{SIMPLE}"), Some(&Value::Object(body.clone())))));
     let req = Request { image, apply_time, window, force };
+    let payload = Payload::new("POST", &format!("{US}/Actions/{SIMPLE}"), Some(&Value::Object(body.clone())));
+    let task = start_pull(&r.keel, url, file, req, "Update by SimpleUpdate", &r.principal().user, payload)?;
+    Ok(Reply::accepted(&task))
+}
+
+/// Start an update from `url` (or the local `file`) as a Task.
+fn start_pull(keel: &Arc<Keel>, url: String, file: Option<std::path::PathBuf>, req: Request, name: &str, owner: &str, payload: Payload) -> RfResult<TaskHandle> {
+    let Some(reservation) = keel.updates.reserve() else { return Err(busy_error()) };
+    let task = keel.tasks.start(name, owner, Some(payload));
+    pull(keel.clone(), url, file, req, task.clone(), reservation).map_err(RfError::internal)?;
+    Ok(task)
+}
+
+/// Download (or read) and apply in the background, finishing `task`.
+fn pull(keel: Arc<Keel>, url: String, file: Option<std::path::PathBuf>, req: Request, task: TaskHandle, reservation: Reservation) -> std::io::Result<()> {
     let (tx, mut reader) = source::channel();
     if file.is_none() {
-        let url = url.clone();
         actix_web::rt::spawn(async move {
             let _ = source::download(url, tx).await;
         });
     }
-    let t = task.clone();
-    std::thread::Builder::new()
-        .name("update".into())
-        .spawn(move || {
-            let _held = reservation;
-            match file {
-                Some(p) => match std::fs::File::open(&p) {
-                    Ok(mut f) => keel.updates.run(&mut f, &req, &t),
-                    Err(e) => t.fail(Message::update(&um::TRANSFER_FAILED, &[&req.image, TARGET]).resolution(format!("Cannot read {}: {e}", p.display()))),
-                },
-                None => keel.updates.run(&mut reader, &req, &t),
-            }
-        })
-        .map_err(RfError::internal)?;
-    Ok(Reply::accepted(&task))
+    std::thread::Builder::new().name("update".into()).spawn(move || {
+        let _held = reservation;
+        match file {
+            Some(p) => match std::fs::File::open(&p) {
+                Ok(mut f) => keel.updates.run(&mut f, &req, &task),
+                Err(e) => task.fail(Message::update(&um::TRANSFER_FAILED, &[&req.image, TARGET]).resolution(format!("Cannot read {}: {e}", p.display()))),
+            },
+            None => keel.updates.run(&mut reader, &req, &task),
+        }
+    })?;
+    Ok(())
 }
 
 async fn start_update(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
@@ -275,6 +335,90 @@ async fn start_update(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
         Err(StartError::NothingStaged) => Err(RfError::new(StatusCode::CONFLICT, Message::update(&um::NO_TARGETS_DETERMINED, &["(no staged image)"]))),
         Err(StartError::Io(e)) => Err(RfError::internal(e)),
         Err(StartError::Restart(e)) => Err(RfError::internal(e)),
+    }
+}
+
+async fn rollback(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
+    let keel = r.keel.clone();
+    match actix_web::web::block(move || keel.updates.rollback()).await.map_err(RfError::internal)? {
+        Ok(v) => {
+            log::info!("update: {} made version {v} the default (rollback)", r.principal().user);
+            Ok(Reply::success())
+        }
+        Err(StartError::NothingStaged) => Err(RfError::new(StatusCode::CONFLICT, Message::update(&um::NO_TARGETS_DETERMINED, &["(no other bootable slot)"]))),
+        Err(StartError::Io(e)) => Err(RfError::internal(e)),
+        Err(StartError::Restart(e)) => Err(RfError::internal(e)),
+    }
+}
+
+async fn check_for_updates(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
+    if r.keel.updates.policy().index_uri.is_none() {
+        return Err(RfError::new(StatusCode::CONFLICT, Message::base(&base::ACTION_PARAMETER_VALUE_CONFLICT, &["Oem/Keel/IndexURI", "null"]))
+            .with_resolution("Set Oem.Keel.IndexURI on the UpdateService first."));
+    }
+    let Some(reservation) = r.keel.updates.reserve() else { return Err(busy_error()) };
+    let task = r.keel.tasks.start("Check for updates", &r.principal().user, Some(Payload::new("POST", &format!("{US}/Actions/Oem/{CHECK}"), None)));
+    actix_web::rt::spawn(check(r.keel.clone(), task.clone(), reservation));
+    Ok(Reply::accepted(&task))
+}
+
+/// The periodic check (from the server's timer), when due and no update runs.
+pub fn check_if_due(keel: &Arc<Keel>) {
+    if !keel.updates.policy().due(chrono::Utc::now()) {
+        return;
+    }
+    let Some(reservation) = keel.updates.reserve() else { return };
+    let task = keel.tasks.start("Check for updates", "keeld", None);
+    actix_web::rt::spawn(check(keel.clone(), task, reservation));
+}
+
+/// Fetch and verify the index, pick the newest version of the channel, and stage it in `task`.
+async fn check(keel: Arc<Keel>, task: TaskHandle, reservation: Reservation) {
+    let mut p = keel.updates.policy();
+    let Some(index_uri) = p.index_uri.clone() else { return };
+    let running = keel.updates.slots.running_version().unwrap_or_default();
+    let found = async {
+        let index = policy::fetch_small(&index_uri).await?;
+        let sig = policy::fetch_small(&format!("{index_uri}.sig")).await?;
+        keel.updates.verify_index(&index, &sig).map_err(|e| format!("the update index is refused: {e}"))?;
+        policy::pick(&index, &p.channel, crate::slots::native_arch(), &running)
+    }
+    .await;
+    p.last_check = Some(chrono::Utc::now());
+    let outcome = match found {
+        Err(e) => {
+            p.last_result = Some(e.clone());
+            Err(e)
+        }
+        Ok(None) => {
+            p.last_result = Some(format!("up to date: {running} is the newest {} version", p.channel));
+            p.available = None;
+            Ok(None)
+        }
+        Ok(Some(e)) => {
+            p.available = Some(e.version.clone());
+            p.last_result = Some(if keel.updates.holds(&e.version) { format!("version {} is already written", e.version) } else { format!("staging version {}", e.version) });
+            Ok(Some(e))
+        }
+    };
+    if let Err(e) = keel.updates.set_policy(&p) {
+        log::warn!("update: cannot save the policy: {e}");
+    }
+    match outcome {
+        Err(e) => {
+            log::warn!("update check: {e}");
+            task.fail(Message::update(&um::TRANSFER_FAILED, &[&index_uri, TARGET]).resolution(e));
+        }
+        Ok(Some(e)) if !keel.updates.holds(&e.version) => {
+            let url = policy::resolve(&index_uri, &e.uri);
+            log::info!("update check: staging {} from {url}", e.version);
+            let image = url.rsplit('/').next().unwrap_or(&url).to_string();
+            let req = Request { image, apply_time: ApplyTime::OnStartUpdateRequest, window: None, force: false };
+            if let Err(err) = pull(keel.clone(), url, None, req, task.clone(), reservation) {
+                task.fail(Message::update(&um::APPLY_FAILED, &[&e.uri, TARGET]).resolution(err.to_string()));
+            }
+        }
+        Ok(_) => task.complete(Some(Message::update(&um::NO_TARGETS_DETERMINED, &[&index_uri]).resolution(p.last_result.clone().unwrap_or_default()))),
     }
 }
 

@@ -12,6 +12,7 @@
 //! What is staged is kept in `STATE/update/pending.json` (atomic writes), so a restart of keeld
 //! keeps the plan; the slot and boot entries themselves are the engine's truth.
 
+pub mod policy;
 pub mod source;
 
 use crate::messages::{update as um, Message};
@@ -115,6 +116,7 @@ impl Drop for Reservation {
 }
 
 const PENDING: &str = "update/pending.json";
+const POLICY: &str = "update/policy.json";
 
 fn io_other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -160,6 +162,41 @@ impl Updates {
         self.save_pending(&p)?;
         *g = p;
         Ok(())
+    }
+
+    /// The update policy (channel, check interval, index) and the last check's outcome.
+    pub fn policy(&self) -> policy::Policy {
+        std::fs::read(self.state.path(POLICY)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    pub fn set_policy(&self, p: &policy::Policy) -> io::Result<()> {
+        crate::store::write_atomic(&self.state.path(POLICY), &serde_json::to_vec_pretty(p)?, 0o600)
+    }
+
+    /// Make the other slot's version the default again (an explicit rollback): the next reset
+    /// boots it. Returns that version.
+    pub fn rollback(&self) -> Result<String, StartError> {
+        let st = self.slots.status().map_err(StartError::Io)?;
+        let other = st
+            .slots
+            .iter()
+            .find(|s| !s.booted && s.version.is_some() && s.entry.is_some())
+            .and_then(|s| s.version.clone())
+            .ok_or(StartError::NothingStaged)?;
+        self.slots.set_default(&other).map_err(StartError::Io)?;
+        // A staged update waiting for its trigger is superseded by the explicit choice.
+        self.set_pending(None).map_err(StartError::Io)?;
+        Ok(other)
+    }
+
+    /// Verify a signed index with the update CA.
+    pub fn verify_index(&self, index: &[u8], signature: &[u8]) -> Result<(), ApplyError> {
+        crate::slots::bundle::verify_detached(index, signature, &self.ca)
+    }
+
+    /// Whether any slot holds `version`.
+    pub fn holds(&self, version: &str) -> bool {
+        self.slots.status().map(|s| s.slots.iter().any(|x| x.version.as_deref() == Some(version))).unwrap_or(false)
     }
 
     /// Whether an update is being written now.
