@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import KEELD
+from conftest import KEELD, run_service_validator
 
 US = "/redfish/v1/UpdateService"
 CHECK = US + "/Actions/Oem/KeelUpdateService.CheckForUpdates"
@@ -176,10 +176,18 @@ def test_rollback_makes_the_other_slot_boot_next(keeld_factory, tmp_path, pki):
                                                  "UpdateFile": ("b.keel", f, "application/octet-stream")})
     assert r.status_code == 202, r.text
     assert wait_task(k, s, r.headers["Location"])["TaskState"] == "Completed"
+    boot = s.get(k.url + "/redfish/v1/Systems/system").json()["Boot"]
+    assert boot["BootOrder"] == ["keel_0.2.0", "keel_0.1.0"], "the new entry (3 tries) boots next"
+    opt = s.get(k.url + "/redfish/v1/Systems/system/BootOptions/keel_0.2.0").json()
+    assert opt["BootOptionEnabled"] is True and "3 tries left" in opt["DisplayName"] and "boots next" in opt["DisplayName"]
+    assert {"@odata.id": US + "/SoftwareInventory/Slot_B"} in opt["RelatedItem"]
     s.post(k.url + RESET, json={"ResetType": "GracefulRestart"})
     assert slot(k, s, "B")["Active"] is True
     assert s.post(k.url + ROLLBACK, json={}).status_code == 200
+    assert s.get(k.url + "/redfish/v1/Systems/system").json()["Boot"]["BootOrder"][0] == "keel_0.1.0", "rollback: 0.1.0 boots next"
+    assert "blessed" in s.get(k.url + "/redfish/v1/Systems/system/BootOptions/keel_0.2.0").json()["DisplayName"]
     s.post(k.url + RESET, json={"ResetType": "ForceRestart"})
     a = slot(k, s, "A")
     assert (a["Active"], a["Version"]) == (True, "0.1.0"), "back on 0.1.0"
     assert slot(k, s, "B")["Status"]["State"] == "StandbySpare", "0.2.0 kept as the other slot"
+    run_service_validator(k, tmp_path)

@@ -95,6 +95,8 @@ types! {
     FAN = RfType::new("Fan", "v1_6_0");
     FAN_COLLECTION = RfType::collection("FanCollection");
     POWER_SUBSYSTEM = RfType::new("PowerSubsystem", "v1_1_3");
+    BOOT_OPTION = RfType::new("BootOption", "v1_0_6");
+    BOOT_OPTION_COLLECTION = RfType::collection("BootOptionCollection");
     POWER_SUPPLY = RfType::new("PowerSupply", "v1_6_0");
     POWER_SUPPLY_COLLECTION = RfType::collection("PowerSupplyCollection");
     SOFTWARE_INVENTORY = RfType::new("SoftwareInventory", "v1_13_0");

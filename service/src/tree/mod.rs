@@ -5,6 +5,7 @@
 pub mod dispatch;
 
 pub mod accounts;
+pub mod boot;
 pub mod crypt;
 pub mod events;
 pub mod logs;
@@ -333,6 +334,7 @@ impl Tree {
         systems::register(&mut t);
         power::register(&mut t);
         update::register(&mut t);
+        boot::register(&mut t);
         tasks::register(&mut t);
         sensors::register(&mut t);
         logs::register(&mut t);

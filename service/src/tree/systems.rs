@@ -73,6 +73,9 @@ async fn system(r: Req) -> RfResult<Value> {
     if inv.secure_boot.is_some() {
         v["SecureBoot"] = link(super::secureboot::uri());
     }
+    if let Some(b) = super::boot::system_boot(&r) {
+        v["Boot"] = b;
+    }
     v["Oem"] = json!({ "Keel": super::crypt::system_oem(&r) });
     if let Some(a) = super::crypt::system_actions(&r) {
         v["Actions"]["Oem"] = a;
