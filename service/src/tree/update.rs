@@ -169,9 +169,7 @@ async fn patch_service(r: Req, body: Map<String, Value>) -> RfResult<()> {
 async fn service(r: Req) -> RfResult<Value> {
     let s = settings(&r);
     let u = &r.keel.updates;
-    let status = u.slots.status().ok();
-    // The largest bundle: what one slot's partitions hold plus a UKI as large as the ESP allows.
-    let max = status.as_ref().and_then(|st| st.slots.iter().find(|x| !x.booted)).map(|x| x.size * 2 + (512 << 20));
+    let max = max_image_size(&r.keel);
     let mut v = json!({
         "Id": "UpdateService",
         "Name": "Update Service",
@@ -232,6 +230,13 @@ fn policy_json(p: &policy::Policy) -> Value {
     super::put(&mut v, "LastCheckResult", p.last_result.clone());
     super::put(&mut v, "AvailableVersion", p.available.clone());
     v
+}
+
+/// The largest bundle accepted (`MaxImageSizeBytes`): twice a usr slot (usr plus its verity data
+/// at most) and a UKI of up to 512 MiB.
+fn max_image_size(keel: &Keel) -> Option<u64> {
+    let st = keel.updates.slots.status().ok()?;
+    st.slots.iter().find(|x| !x.booted).map(|x| x.size * 2 + (512 << 20))
 }
 
 /// Only one update at a time: the second gets 409 with Update `UpdateInProgress`.
@@ -309,7 +314,8 @@ fn start_pull(keel: &Arc<Keel>, url: String, file: Option<std::path::PathBuf>, r
 
 /// Download (or read) and apply in the background, finishing `task`.
 fn pull(keel: Arc<Keel>, url: String, file: Option<std::path::PathBuf>, req: Request, task: TaskHandle, reservation: Reservation) -> std::io::Result<()> {
-    let (tx, mut reader) = source::channel();
+    let (tx, reader) = source::channel();
+    let mut reader = reader.with_limit(max_image_size(&keel).unwrap_or(u64::MAX));
     if file.is_none() {
         actix_web::rt::spawn(async move {
             let _ = source::download(url, tx).await;
@@ -439,6 +445,10 @@ async fn push(r: Req, payload: actix_web::web::Payload) -> RfResult<Reply> {
         return Err(RfError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, Message::base(&base::HEADER_INVALID, &[&format!("Content-Type: {ct}")])));
     }
     let keel = r.keel.clone();
+    let limit = max_image_size(&keel).unwrap_or(u64::MAX);
+    if r.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit.saturating_add(MAX_PARAMS as u64 + 4096)) {
+        return Err(RfError::new(StatusCode::PAYLOAD_TOO_LARGE, Message::base(&base::PAYLOAD_TOO_LARGE, &[])).with_resolution(&format!("The largest image accepted is {limit} bytes (MaxImageSizeBytes).")));
+    }
     let mut mp = actix_multipart::Multipart::new(r.http.headers(), payload);
     let mut params: Map<String, Value> = Map::new();
     let s = settings(&r);
@@ -471,6 +481,7 @@ async fn push(r: Req, payload: actix_web::web::Payload) -> RfResult<Reply> {
                 let task = keel.tasks.start("Update by MultipartHttpPushUri", &r.principal().user, Some(Payload::new("POST", PUSH_URI, Some(&Value::Object(params.clone())))));
                 let req = Request { image, apply_time, window, force };
                 let (tx, reader) = source::channel();
+                let reader = reader.with_limit(limit);
                 let k = keel.clone();
                 let t = task.clone();
                 let worker = std::thread::Builder::new()
