@@ -191,3 +191,35 @@ def test_rollback_makes_the_other_slot_boot_next(keeld_factory, tmp_path, pki):
     assert (a["Active"], a["Version"]) == (True, "0.1.0"), "back on 0.1.0"
     assert slot(k, s, "B")["Status"]["State"] == "StandbySpare", "0.2.0 kept as the other slot"
     run_service_validator(k, tmp_path)
+
+
+def push(k, s, bundle, apply_time):
+    with open(bundle, "rb") as f:
+        r = s.post(k.url + US + "/upload", files={"UpdateParameters": (None, json.dumps({"@Redfish.OperationApplyTime": apply_time}), "application/json"),
+                                                 "UpdateFile": (bundle.name, f, "application/octet-stream")})
+    assert r.status_code == 202, r.text
+    assert wait_task(k, s, r.headers["Location"])["TaskState"] == "Completed"
+
+
+def test_redfishtool_and_sushy_resets_are_simulated_reboots_that_activate_staged_updates(keeld_factory, tmp_path, pki):
+    """A client's ComputerSystem.Reset on the simulated platform reboots by systemd-boot's rules: a
+    version staged OnReset is running afterwards, and after a rollback the old one again."""
+    import sushy
+    import sushy.auth
+    from conftest import ADMIN
+    from test_clients import Redfishtool
+    make_bundle(pki, tmp_path / "b2.keel", "0.2.0")
+    make_bundle(pki, tmp_path / "b3.keel", "0.3.0")
+    k = keeld_factory("--update-ca", str(pki / "ca.pem"), "--sim-usr-size", str(4 << 20))
+    s = k.admin()
+    push(k, s, tmp_path / "b2.keel", "OnReset")
+    assert slot(k, s, "A")["Active"] is True
+    rt = Redfishtool(k)
+    rt.auth = ["-u", ADMIN[0], "-p", ADMIN[1], "-A", "Basic"]
+    rt.run("Systems", "-I", "system", "reset", "GracefulRestart")
+    assert (slot(k, s, "B")["Active"], slot(k, s, "B")["Version"]) == (True, "0.2.0"), "redfishtool's reset booted the staged version"
+    push(k, s, tmp_path / "b3.keel", "OnReset")
+    client = sushy.Sushy(k.url, verify=str(k.state_dir / "tls-cert.pem"), auth=sushy.auth.SessionAuth(*ADMIN), server_side_retries=0)
+    client.get_system("/redfish/v1/Systems/system").reset_system(sushy.ResetType.FORCE_RESTART)
+    assert (slot(k, s, "A")["Active"], slot(k, s, "A")["Version"]) == (True, "0.3.0"), "sushy's reset booted the staged version"
+    assert s.get(k.url + "/redfish/v1/Systems/system").json()["PowerState"] == "On"
