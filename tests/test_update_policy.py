@@ -223,3 +223,19 @@ def test_redfishtool_and_sushy_resets_are_simulated_reboots_that_activate_staged
     client.get_system("/redfish/v1/Systems/system").reset_system(sushy.ResetType.FORCE_RESTART)
     assert (slot(k, s, "A")["Active"], slot(k, s, "A")["Version"]) == (True, "0.3.0"), "sushy's reset booted the staged version"
     assert s.get(k.url + "/redfish/v1/Systems/system").json()["PowerState"] == "On"
+
+
+def test_the_maintenance_window_annotation_is_writable_and_shared_with_push_options(keeld_factory, pki):
+    k = keeld_factory("--update-ca", str(pki / "ca.pem"), "--sim-usr-size", str(4 << 20))
+    s = k.admin()
+    assert "@Redfish.MaintenanceWindow" not in s.get(k.url + US).json()
+    r = s.patch(k.url + US, json={"@Redfish.MaintenanceWindow": {"MaintenanceWindowStartTime": "2030-01-02T03:00:00Z",
+                                                                "MaintenanceWindowDurationInSeconds": 7200}})
+    assert r.status_code == 200, r.text
+    us = s.get(k.url + US).json()
+    assert us["@Redfish.MaintenanceWindow"]["MaintenanceWindowStartTime"] == "2030-01-02T03:00:00Z"
+    assert us["HttpPushUriOptions"]["HttpPushUriApplyTime"]["MaintenanceWindowDurationInSeconds"] == 7200
+    assert us["Actions"]["#UpdateService.SimpleUpdate"]["@Redfish.OperationApplyTimeSupport"]["MaintenanceWindowStartTime"] == "2030-01-02T03:00:00Z"
+    bad = s.patch(k.url + US, json={"@Redfish.MaintenanceWindow": {"MaintenanceWindowStartTime": "tomorrow"}})
+    assert bad.status_code == 400 and bad.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == "Base.1.22.PropertyValueFormatError"
+    assert s.get(k.url + US).json()["@Redfish.MaintenanceWindow"]["MaintenanceWindowStartTime"] == "2030-01-02T03:00:00Z"

@@ -33,6 +33,8 @@ const SUPPORT: &[(&str, &[&str])] = &[
     ("RedfishExtensions", &["RedfishExtensions.v1_0_0"]),
     ("Message", &["Message", "Message.v1_3_0"]),
     ("Privileges", &["Privileges", "Privileges.v1_0_0"]),
+    // OperationApplyTimeSupport and MaintenanceWindow annotations (UpdateService).
+    ("Settings", &["Settings", "Settings.v1_4_0"]),
 ];
 
 pub fn metadata_xml() -> String {

@@ -34,8 +34,13 @@ const KEEL_POLICY: &[Prop] = &[
     Prop::nullable("IndexURI", Ty::Uri, "The signed update index (http or https); null: no automatic updates."),
 ];
 const OEM_PATCH: &[Prop] = &[Prop::new("Keel", Ty::Obj(KEEL_POLICY), "Keel's update policy.")];
+const WINDOW_PROPS: &[Prop] = &[
+    Prop::new("MaintenanceWindowStartTime", Ty::Str { min: 1, max: 64 }, "Start of the maintenance window (RFC 3339 date-time)."),
+    Prop::new("MaintenanceWindowDurationInSeconds", Ty::Int { min: 1, max: 31_536_000 }, "Length of the maintenance window."),
+];
 const SERVICE_PATCH: &[Prop] = &[
     Prop::new("HttpPushUriOptions", Ty::Obj(PUSH_OPTIONS), "Options of images pushed to the MultipartHttpPushUri."),
+    Prop::new("@Redfish.MaintenanceWindow", Ty::Obj(WINDOW_PROPS), "The maintenance window of updates applied AtMaintenanceWindowStart or InMaintenanceWindowOnReset."),
     Prop::new("Oem", Ty::Obj(OEM_PATCH), "Keel's update policy."),
 ];
 const CHECK: &str = "KeelUpdateService.CheckForUpdates";
@@ -139,11 +144,15 @@ async fn patch_service(r: Req, body: Map<String, Value>) -> RfResult<()> {
         }
         r.keel.updates.set_policy(&p).map_err(RfError::internal)?;
     }
-    if body.get("HttpPushUriOptions").is_none() {
+    let window = body.get("@Redfish.MaintenanceWindow");
+    if body.get("HttpPushUriOptions").is_none() && window.is_none() {
         return Ok(());
     }
     let mut s = settings(&r);
-    if let Some(at) = body.get("HttpPushUriOptions").and_then(|o| o.get("HttpPushUriApplyTime")) {
+    let push = body.get("HttpPushUriOptions").and_then(|o| o.get("HttpPushUriApplyTime"));
+    // The standard annotation and the (deprecated) push options set the same window.
+    for (at, prefix) in [(window, "@Redfish.MaintenanceWindow"), (push, "HttpPushUriOptions/HttpPushUriApplyTime")] {
+        let Some(at) = at else { continue };
         if let Some(a) = at.get("ApplyTime").and_then(Value::as_str) {
             s.apply_time = ApplyTime::parse(a).expect("validated");
         }
@@ -151,7 +160,7 @@ async fn patch_service(r: Req, body: Map<String, Value>) -> RfResult<()> {
             Some(Value::Null) => s.window_start = None,
             Some(Value::String(t)) => {
                 let parsed = chrono::DateTime::parse_from_rfc3339(t)
-                    .map_err(|_| RfError::bad_request(&base::PROPERTY_VALUE_FORMAT_ERROR, &[t, "HttpPushUriOptions/HttpPushUriApplyTime/MaintenanceWindowStartTime"]))?;
+                    .map_err(|_| RfError::bad_request(&base::PROPERTY_VALUE_FORMAT_ERROR, &[t, &format!("{prefix}/MaintenanceWindowStartTime")]))?;
                 s.window_start = Some(parsed.with_timezone(&chrono::Utc));
             }
             _ => {}
@@ -179,7 +188,6 @@ async fn service(r: Req) -> RfResult<Value> {
         "SoftwareInventory": link(format!("{US}/SoftwareInventory")),
         "MultipartHttpPushUri": PUSH_URI,
         "HttpPushUriOptions": { "HttpPushUriApplyTime": apply_time_json(&s) },
-        "HttpPushUriOptionsBusy": false,
         "Actions": {
             "#UpdateService.SimpleUpdate": {
                 "target": format!("{US}/Actions/{SIMPLE}"),
@@ -474,7 +482,9 @@ async fn push(r: Req, payload: actix_web::web::Payload) -> RfResult<Reply> {
                 check_targets(&params, "MultipartHttpPushUri")?;
             }
             "UpdateFile" => {
-                let (apply_time, window) = apply_time_of(&params, &s, "MultipartHttpPushUri", s.apply_time)?;
+                let staged = params.get("Stage").and_then(Value::as_bool).unwrap_or(false);
+                let default = if staged { ApplyTime::OnStartUpdateRequest } else { s.apply_time };
+                let (apply_time, window) = apply_time_of(&params, &s, "MultipartHttpPushUri", default)?;
                 let force = params.get("ForceUpdate").and_then(Value::as_bool).unwrap_or(false);
                 let Some(reservation) = keel.updates.reserve() else { return Err(busy_error()) };
                 let image = field.content_disposition().and_then(|d| d.get_filename()).filter(|f| !f.is_empty()).unwrap_or("UpdateFile").to_string();
@@ -526,6 +536,7 @@ async fn push(r: Req, payload: actix_web::web::Payload) -> RfResult<Reply> {
 const PUSH_PARAMS: &[Prop] = &[
     Prop::new("Targets", Ty::StrList { max_items: 1 }, "The system (the only target); default: it."),
     Prop::new("ForceUpdate", Ty::Bool, "Accept a version older than the running one."),
+    Prop::new("Stage", Ty::Bool, "Write the image and wait for UpdateService.StartUpdate."),
     Prop::new("@Redfish.OperationApplyTime", Ty::Enum(ApplyTime::NAMES), "When the image is activated (default: HttpPushUriOptions)."),
     Prop::new("Oem", Ty::Obj(&[]), "No OEM parameters."),
 ];
