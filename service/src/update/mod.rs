@@ -229,11 +229,17 @@ impl Updates {
             }
             _ => {}
         };
-        match self.slots.apply(src, &opts, &mut progress) {
+        // A failing source (a download that broke off, an upload cut short) is a failed transfer,
+        // whatever the engine was doing when its read failed.
+        let mut src = SourceErrors { inner: src, error: None };
+        match self.slots.apply(&mut src, &opts, &mut progress) {
             Ok(applied) => self.finish(&applied, req, task),
             Err(e) => {
                 log::warn!("update {}: {e}", task.id());
-                task.fail(failure_message(&e, image));
+                match src.error {
+                    Some(why) => task.fail(Message::update(&um::TRANSFER_FAILED, &[image, TARGET]).resolution(&why)),
+                    None => task.fail(failure_message(&e, image)),
+                }
             }
         }
     }
@@ -252,7 +258,7 @@ impl Updates {
         } else {
             // Immediate or OnReset: nothing is pinned; a pinned default from an earlier staged
             // update would hold this one back.
-            if let Err(e) = self.slots.clear_default().and_then(|_| self.set_pending(None)) {
+            if let Err(e) = self.release(&applied.version).and_then(|_| self.set_pending(None)) {
                 task.fail(Message::update(&um::ACTIVATE_FAILED, &[image, TARGET]).resolution(&e.to_string()));
                 return;
             }
@@ -272,6 +278,18 @@ impl Updates {
         }
     }
 
+    /// Let the written `version` boot next: forget a pinned default, or — for a version older than
+    /// the running one (a forced downgrade), which the newest-first order would never pick — make
+    /// its entry the default (if it never boots, its tries run out and the newest boots again).
+    fn release(&self, version: &str) -> io::Result<()> {
+        let older = self.slots.running_version().is_some_and(|r| crate::slots::boot::vercmp(version, &r).is_lt());
+        if older {
+            self.slots.set_default(version).map(|_| ())
+        } else {
+            self.slots.clear_default()
+        }
+    }
+
     fn restart_now(&self) -> Result<(), String> {
         match self.restart.lock().unwrap().as_ref() {
             Some(r) => r(),
@@ -282,7 +300,7 @@ impl Updates {
     /// `UpdateService.StartUpdate`: activate what was staged (any pinned apply time) and restart.
     pub fn start_update(&self) -> Result<String, StartError> {
         let Some(p) = self.pending() else { return Err(StartError::NothingStaged) };
-        self.slots.clear_default().map_err(StartError::Io)?;
+        self.release(&p.version).map_err(StartError::Io)?;
         self.set_pending(None).map_err(StartError::Io)?;
         self.restart_now().map_err(StartError::Restart)?;
         Ok(p.version)
@@ -300,7 +318,7 @@ impl Updates {
             return;
         }
         log::info!("update: maintenance window started, activating version {}", p.version);
-        if let Err(e) = self.slots.clear_default().and_then(|_| self.set_pending(None)) {
+        if let Err(e) = self.release(&p.version).and_then(|_| self.set_pending(None)) {
             log::warn!("update: cannot activate {}: {e}", p.version);
             return;
         }
@@ -314,7 +332,7 @@ impl Updates {
     pub fn before_reset(&self, now: DateTime<Utc>) -> io::Result<()> {
         if let Some(p) = self.pending() {
             if p.apply_time == ApplyTime::InMaintenanceWindowOnReset && p.window.is_some_and(|w| w.contains(now)) {
-                self.slots.clear_default()?;
+                self.release(&p.version)?;
                 self.set_pending(None)?;
             }
         }
@@ -340,6 +358,22 @@ impl Updates {
         }
         self.events.resource_event(&crate::messages::resource_event::RESOURCE_CHANGED, "/redfish/v1/UpdateService/SoftwareInventory", "SoftwareInventoryCollection", &[]);
         Ok(out)
+    }
+}
+
+/// A source that remembers its first read error.
+struct SourceErrors<'a> {
+    inner: &'a mut dyn Read,
+    error: Option<String>,
+}
+
+impl Read for SourceErrors<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted && self.error.is_none() {
+                self.error = Some(e.to_string());
+            }
+        })
     }
 }
 
@@ -383,6 +417,19 @@ mod tests {
         assert!(ApplyTime::parse("Later").is_none());
         assert!(ApplyTime::AtMaintenanceWindowStart.needs_window() && !ApplyTime::OnReset.needs_window());
         assert!(ApplyTime::OnStartUpdateRequest.pinned() && !ApplyTime::Immediate.pinned());
+    }
+
+    #[test]
+    fn a_failing_source_is_remembered() {
+        let (tx, mut reader) = source::channel();
+        tx.blocking_send(Ok(actix_web::web::Bytes::from_static(b"KEELBNDL"))).unwrap();
+        tx.blocking_send(Err("the upload broke off: eof".into())).unwrap();
+        let mut src = SourceErrors { inner: &mut reader, error: None };
+        let mut buf = [0u8; 64];
+        assert_eq!(src.read(&mut buf).unwrap(), 8);
+        assert!(src.error.is_none());
+        assert!(src.read(&mut buf).is_err());
+        assert_eq!(src.error.as_deref(), Some("the upload broke off: eof"));
     }
 
     #[test]
