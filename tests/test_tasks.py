@@ -2,11 +2,11 @@
 their privileges and DELETE rules, task monitors of finished tasks, task events on SSE and push
 subscriptions, and the Service Validator with tasks present.
 
-No action of keeld makes a task yet, and a keeld process cannot be given a running task from
-outside. So these tests leave in the state directory what a keeld that died during an operation
-leaves there (a task document still `Running`), and what a finished operation leaves (a
-`Completed` one); keeld must take both over at start. Running tasks, the 202 answers of their
-monitors and cancelling are covered by service/tests/tasks_http.rs through the dispatcher itself.
+These tests leave in the state directory what a keeld that died during an operation leaves there
+(a task document still `Running`), and what a finished operation leaves (a `Completed` one); keeld
+must take both over at start. Tasks made by real actions (updates: 202, monitors, progress, events)
+are tested in tests/test_update.py; cancelling, through the dispatcher itself, in
+service/tests/tasks_http.rs.
 """
 import json
 import time
