@@ -498,7 +498,15 @@ pub fn recover(state_dir: &Path) -> io::Result<bool> {
     if !staged.exists() {
         return Ok(false);
     }
-    let plan: StagePlan = serde_json::from_slice(&fs::read(staged.join("plan.json"))?)?;
+    let plan: StagePlan = match fs::read(staged.join("plan.json")).map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(p)) => p,
+        // `commit` renames a complete staging directory: this one was not made by keeld.
+        other => {
+            log::error!("{STAGED} has no readable plan.json ({:?}); dropped, nothing imported", other.err().map(|e| e.to_string()));
+            fs::remove_dir_all(&staged)?;
+            return Ok(false);
+        }
+    };
     for rel in &plan.write {
         let src = staged.join("files").join(rel);
         if src.exists() {
@@ -661,9 +669,15 @@ mod tests {
         assert!(!st.path(UPDATE_SETTINGS).exists(), "not in the archive: back to defaults");
         assert!(!st.path("network/old.json").exists() && st.path("network/eth0.json").exists());
         assert!(!recover(&d.0).unwrap());
-        // An import staged but not committed is dropped.
+        // An import staged but not committed is dropped; so is a committed one keeld did not make.
         fs::create_dir_all(st.path(STAGING)).unwrap();
         assert!(!recover(&d.0).unwrap());
         assert!(!st.path(STAGING).exists());
+        let accounts = fs::read(st.path(ACCOUNTS)).unwrap();
+        fs::create_dir_all(st.path(STAGED).join("files")).unwrap();
+        fs::write(st.path(STAGED).join("files").join(ACCOUNTS), "{}").unwrap();
+        assert!(!recover(&d.0).unwrap());
+        assert!(!staged(&st));
+        assert_eq!(fs::read(st.path(ACCOUNTS)).unwrap(), accounts);
     }
 }

@@ -204,7 +204,18 @@ fn bootstrap_usable(file: &Path, accounts: &Accounts) -> bool {
 /// the plan in `state_dir` names, end its task, remove the plan. Nothing to do without a plan.
 pub fn apply_pending(state_dir: &Path, bootstrap: Option<&Path>) -> io::Result<()> {
     let state = StateDir::open(state_dir)?;
-    let Some(plan) = state.load::<Plan>(PLAN)? else { return Ok(()) };
+    let plan = match state.load::<Plan>(PLAN) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        // Written atomically, so this is not a torn write: someone else's file. Keep it aside
+        // rather than refuse to start for ever.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            log::error!("{PLAN} is unreadable ({e}); moved aside, nothing reset");
+            fs::rename(state.path(PLAN), state.path(&format!("{PLAN}.invalid")))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let s = plan.scope;
     log::warn!("{}: resetting {} (task {})", plan.action, s.describe(), plan.task);
     if s.settings {
@@ -619,6 +630,19 @@ mod tests {
         let recorded: Vec<MachineRecord> = serde_json::from_slice(&fs::read(record_path(&state, false)).unwrap()).unwrap();
         assert_eq!(recorded, [rec]);
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_plan_is_set_aside_and_nothing_is_reset() {
+        let d = tmp("badplan");
+        let state = StateDir::open(&d).unwrap();
+        seed(&state);
+        fs::write(state.path(PLAN), "{not json").unwrap();
+        apply_pending(&d, None).unwrap();
+        assert!(!state.path(PLAN).exists() && state.path(&format!("{PLAN}.invalid")).exists());
+        assert_eq!(Accounts::open(state.clone()).unwrap().list().len(), 2);
+        assert!(state.path("events.json").exists());
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

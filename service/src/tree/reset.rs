@@ -187,10 +187,16 @@ async fn decommission(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     if scope.settings || scope.accounts || scope.identity {
         require(&r, &[Privilege::ConfigureManager, Privilege::ConfigureUsers])?;
     }
-    if b.get("RequireSecureErase").and_then(Value::as_bool) == Some(true) && !scope.disks {
-        return Err(RfError::new(StatusCode::NOT_IMPLEMENTED, Message::base(&base::ACTION_PARAMETER_VALUE_CONFLICT, &["RequireSecureErase", "true"]).related("RequireSecureErase").resolution(
-            "keeld removes configuration files from the file system, which is no secure erase; only UserData and All crypto-erase whole volumes. Leave RequireSecureErase out or include UserData.",
-        )));
+    if b.get("RequireSecureErase").and_then(Value::as_bool) == Some(true) {
+        let no_secure_erase = |why: &str| RfError::new(StatusCode::NOT_IMPLEMENTED, Message::base(&base::ACTION_PARAMETER_VALUE_CONFLICT, &["RequireSecureErase", "true"]).related("RequireSecureErase").resolution(why));
+        if !scope.disks {
+            return Err(no_secure_erase("keeld removes configuration files from the file system, which is no secure erase; only UserData and All crypto-erase whole volumes. Leave RequireSecureErase out or include UserData."));
+        }
+        // On a Keel image the root volume's data is gone only if it is a LUKS2 volume keeld
+        // crypto-erases; the simulated platform overwrites its image files.
+        if real_platform(&r.keel) && !crate::reset::real_volumes(&r.keel.crypt).iter().any(|(id, _)| id == "root") {
+            return Err(no_secure_erase("The root volume is not a LUKS2 volume keeld manages: its re-creation at the next boot would not erase its data securely."));
+        }
     }
     start(r, DECOMMISSION, scope, b)
 }
