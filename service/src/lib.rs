@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod crypt;
 pub mod events;
 pub mod host;
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod power;
 pub mod privilege;
 pub mod protocol;
+pub mod reset;
 pub mod server;
 pub mod slots;
 pub mod store;

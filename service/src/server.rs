@@ -88,6 +88,9 @@ pub fn bootstrap_admin(keel: &Keel, file: Option<&PathBuf>) -> io::Result<()> {
 pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     let addr: std::net::SocketAddr = opts.listen.parse().map_err(|e| err(format!("--listen {}: {e}", opts.listen)))?;
     std::fs::create_dir_all(&opts.state_dir)?;
+    // A factory reset or a configuration import finishes here, before anything loads the state.
+    crate::reset::apply_pending(&opts.state_dir, opts.bootstrap_admin_file.as_deref())?;
+    crate::backup::recover(&opts.state_dir)?;
     let (cert, key, self_signed) = match (&opts.tls_cert, &opts.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), false),
         (None, None) => {

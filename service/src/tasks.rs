@@ -410,6 +410,32 @@ impl Inner {
     }
 }
 
+/// End a task that a keeld left `Running` on purpose because the task's last step runs as keeld
+/// starts again (the factory reset wipes keeld's state before the stores load it): `Completed`
+/// with `messages` and the TaskEvent message that closes it. Call it before `Tasks::open`, which
+/// would otherwise end the task as `Exception`. No event is sent (the bus is not open yet).
+/// Returns whether the task was there and running.
+pub fn complete_at_start(state: &StateDir, id: &str, messages: &[Message]) -> std::io::Result<bool> {
+    let dir = StateDir::open(&state.path(DIR))?;
+    let Ok(n) = id.parse::<u64>() else { return Ok(false) };
+    let Some(mut rec) = dir.load::<Record>(&file_name(n))? else { return Ok(false) };
+    if rec.id != n || rec.state.is_final() {
+        return Ok(false);
+    }
+    for m in messages {
+        push_message(&mut rec, m.to_json());
+    }
+    let def = if worst(&rec.messages) == "OK" { &task_event::TASK_COMPLETED_OK } else { &task_event::TASK_COMPLETED_WARNING };
+    push_message(&mut rec, Message::task_event(def, &[id]).to_json());
+    rec.status = Some(worst(&rec.messages).to_string());
+    rec.state = TaskState::Completed;
+    rec.percent = 100;
+    rec.end = Some(now());
+    dir.save(&file_name(n), &rec)?;
+    log::info!("task {id} ended: Completed (at start)");
+    Ok(true)
+}
+
 /// The task service's store: every task, running or finished (see the module documentation).
 pub struct Tasks {
     inner: Arc<Inner>,
@@ -727,6 +753,13 @@ impl TaskHandle {
         self.inner.finish(&self.entry, TaskState::Cancelled, vec![], None);
     }
 
+    /// The task goes on across a restart of keeld (its last step runs as keeld starts, see
+    /// `complete_at_start`): this handle no longer ends it when the last copy goes away. The
+    /// process is about to restart, so what it keeps alive is not a leak that grows.
+    pub fn leave_running(self) {
+        std::mem::forget(self._guard.clone());
+    }
+
     /// A resource (not a collection) the operation created (Task `Links.CreatedResources`).
     pub fn created(&self, uri: &str) {
         {
@@ -857,6 +890,29 @@ mod tests {
         let (tasks, _) = open(&d);
         let t = tasks.start("Next", "admin", None);
         assert!(t.id().parse::<u64>().unwrap() > done.parse::<u64>().unwrap());
+    }
+
+    #[test]
+    fn a_task_finished_at_start_is_completed_not_aborted() {
+        let d = dir();
+        let id = {
+            let (tasks, _) = open(&d);
+            let t = tasks.start("Reset", "admin", None);
+            t.progress(50);
+            let id = t.id().to_string();
+            std::mem::forget(t);
+            id
+        };
+        let done = Message::base(&base::SUCCESS, &[]);
+        assert!(complete_at_start(&d, &id, &[done]).unwrap());
+        assert!(!complete_at_start(&d, &id, &[]).unwrap(), "a finished task is left alone");
+        assert!(!complete_at_start(&d, "999", &[]).unwrap());
+        let (tasks, bus) = open(&d);
+        let j = tasks.json(&id).unwrap();
+        assert_eq!((j["TaskState"].as_str(), j["TaskStatus"].as_str(), j["PercentComplete"].as_u64()), (Some("Completed"), Some("OK"), Some(100)));
+        let ids: Vec<&str> = j["Messages"].as_array().unwrap().iter().map(|m| m["MessageId"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["TaskEvent.1.0.TaskStarted", "Base.1.22.Success", "TaskEvent.1.0.TaskCompletedOK"]);
+        assert!(ids_of(&bus).is_empty(), "nothing to abort at open");
     }
 
     #[test]

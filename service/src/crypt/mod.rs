@@ -234,6 +234,12 @@ impl Crypt {
         self.view.read().unwrap().clone()
     }
 
+    /// The operator's recovery keys as keeld keeps them (for a configuration backup that asks
+    /// for them; never shown otherwise).
+    pub fn recovery_keys(&self) -> Vec<String> {
+        self.stored.lock().unwrap().recovery_keys.iter().map(|k| k.key.clone()).collect()
+    }
+
     fn save(&self, s: &Stored) -> Result<()> {
         let data = serde_json::to_vec_pretty(s).map_err(|e| Refusal::Failed(e.to_string()))?;
         crate::store::write_atomic(&self.dir.join("state.json"), &data, 0o600).map_err(|e| Refusal::Failed(format!("writing crypt/state.json: {e}")))

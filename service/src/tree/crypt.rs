@@ -60,7 +60,7 @@ pub fn register(t: &mut Tree) {
 }
 
 /// A refusal as a Redfish error (nothing was changed).
-fn refused(action: &str, r: Refusal) -> RfError {
+pub(super) fn refused(action: &str, r: Refusal) -> RfError {
     match r {
         Refusal::BadValue { param, why } => RfError::new(StatusCode::BAD_REQUEST, Message::base(&base::ACTION_PARAMETER_VALUE_ERROR, &[param, action]).related(param).resolution(why)),
         Refusal::State(why) => RfError::new(StatusCode::CONFLICT, Message::base(&base::GENERAL_ERROR, &[]).resolution(why)),

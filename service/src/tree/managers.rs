@@ -34,7 +34,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 async fn manager(r: Req) -> RfResult<Value> {
-    Ok(json!({
+    let mut v = json!({
         "Id": "keel",
         "Name": "keeld",
         "Description": "The Keel management daemon serving this Redfish service",
@@ -67,7 +67,9 @@ async fn manager(r: Req) -> RfResult<Value> {
                 "SelfSignedCertificate": r.keel.cfg.self_signed,
             }
         },
-    }))
+    });
+    super::reset::manager_actions(&mut v);
+    Ok(v)
 }
 
 async fn network(r: Req) -> RfResult<Value> {
@@ -90,23 +92,27 @@ async fn reset(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let kind = b.get("ResetType").and_then(Value::as_str).unwrap_or("GracefulRestart").to_string();
     log::info!("Manager.Reset ({kind}) requested by {}", r.principal().user);
     let keel = r.keel.clone();
-    // Answer first, then restart: as a systemd unit, systemd restarts keeld's unit; otherwise
-    // keeld re-executes itself in place.
+    // Answer first, then restart.
     actix_web::rt::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        if let Ok(id) = std::env::var("INVOCATION_ID") {
-            let bus = keel.cfg.power_bus.clone();
-            match actix_web::web::block(move || crate::power::restart_own_unit(bus.as_deref(), &id)).await {
-                Ok(Ok(Some(unit))) => {
-                    log::info!("Manager.Reset: systemd restarts {unit}");
-                    return;
-                }
-                Ok(Ok(None)) => log::info!("Manager.Reset: keeld is not its unit's main process; re-executing"),
-                Ok(Err(e)) => log::warn!("Manager.Reset: systemd could not restart keeld's unit ({e}); re-executing"),
-                Err(e) => log::warn!("Manager.Reset: {e}; re-executing"),
-            }
-        }
-        keel.restart.notify_one();
+        let _ = actix_web::web::block(move || restart_keeld(&keel)).await;
     });
     Ok(Reply::Empty(StatusCode::NO_CONTENT))
+}
+
+/// Restart keeld: as a systemd unit whose main process it is, by asking systemd to restart the
+/// unit; otherwise by re-executing itself in place (`Keel::restart`). Blocking (D-Bus): call it
+/// from a blocking thread.
+pub fn restart_keeld(keel: &crate::app::Keel) {
+    if let Ok(id) = std::env::var("INVOCATION_ID") {
+        match crate::power::restart_own_unit(keel.cfg.power_bus.as_deref(), &id) {
+            Ok(Some(unit)) => {
+                log::info!("restart: systemd restarts {unit}");
+                return;
+            }
+            Ok(None) => log::info!("restart: keeld is not its unit's main process; re-executing"),
+            Err(e) => log::warn!("restart: systemd could not restart keeld's unit ({e}); re-executing"),
+        }
+    }
+    keel.restart.notify_one();
 }

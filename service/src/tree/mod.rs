@@ -15,6 +15,7 @@ pub mod pcie;
 pub mod power;
 pub mod network;
 pub mod registries;
+pub mod reset;
 pub mod root;
 pub mod sensors;
 pub mod secureboot;
@@ -344,6 +345,7 @@ impl Tree {
         secureboot::register(&mut t);
         tpm::register(&mut t);
         crypt::register(&mut t);
+        reset::register(&mut t);
         t
     }
 }

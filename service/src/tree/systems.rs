@@ -64,6 +64,7 @@ async fn system(r: Req) -> RfResult<Value> {
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
     super::power::system_props(&r, &mut v);
+    super::reset::system_actions(&mut v);
     if let Some(t) = super::tpm::trusted_modules(&r) {
         // TrustedModules is deprecated in favour of Links.TrustedComponents; both are served, as
         // clients (sushy, Ansible) still read the former.

@@ -1,0 +1,661 @@
+//! Factory reset (backend of `Manager.ResetToDefaults` and `ComputerSystem.Decommission`).
+//!
+//! What a reset removes is a [`Scope`]. keeld's own state is wiped in the one moment nothing
+//! holds it: as keeld starts, before any store loads. The reset task writes a plan
+//! (`STATE/reset-pending.json`), restarts keeld, and [`apply_pending`] (called by `server::run`
+//! before the TLS certificate, the stores or the first Administrator) removes what the plan names
+//! and ends the task `Completed`. A crash half-way leaves the plan in place and the next start
+//! does it again: every step is idempotent.
+//!
+//! The machine's part (`disks`, `tpm`) is done by the task before the restart:
+//!
+//! - on a Keel image (the real slot platform) the wipe is scheduled as systemd 257 does it: the
+//!   EFI variable `FactoryReset` of systemd's vendor GUID set to `yes`, which systemd-repart in
+//!   the initrd honours at the next boot by deleting and re-creating every partition its
+//!   `repart.d` marks `FactoryReset=yes` (root and swap; new LUKS2 volumes bound to the TPM as on
+//!   first boot). Every LUKS2 volume keeld manages (root, swap and data drives, which repart does
+//!   not know) is crypto-erased at once (`cryptsetup erase`: every key slot destroyed; a volume
+//!   open now keeps working from the key in memory until the reboot). The TPM clear is asked of
+//!   the firmware through the TCG Physical Presence Interface (`/sys/class/tpm/tpm0/ppi/request`,
+//!   operation 5, as systemd 258's systemd-tpm2-clear does), which clears it at the next boot.
+//!   Then the machine is restarted (GracefulRestart).
+//! - on the simulated platform the same steps happen at once on its image files: the `root`
+//!   partition of `STATE/sim/disk.img` is zeroed, every `--crypt-volume` image is crypto-erased
+//!   (`cryptsetup erase`, `wipefs --all`) and zeroed, and the TPM is cleared (TPM2_Clear through
+//!   tss-esapi) only when it is a software TPM named by `--tpm-tcti swtpm:…`/`mssim:…`; any other
+//!   TPM is never touched and the clear is only recorded. What was done is appended to
+//!   `STATE/sim/factory-reset.json`, and the simulated machine reboots (the A/B engine).
+//!
+//! keeld's state lives on the root volume of a Keel image, so wiping the disks (`UserData`) wipes
+//! keeld's state with it; the scope says so on both platforms.
+
+use crate::auth::{AccountPolicy, Accounts};
+use crate::messages::{base, Message};
+use crate::store::StateDir;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The plan a reset task leaves for the next start.
+pub const PLAN: &str = "reset-pending.json";
+/// systemd's vendor GUID for its EFI variables (`FactoryReset`, …).
+pub const SYSTEMD_EFI_GUID: &str = "8cf2644b-4b0b-428f-9387-6d876050dc67";
+/// The EFI variable systemd-repart (systemd ≤ 257) reads in the initrd to do a factory reset.
+pub const FACTORY_RESET_VAR: &str = "FactoryReset";
+/// Where a real machine's TPM takes Physical Presence Interface requests.
+pub const PPI_REQUEST: &str = "sys/class/tpm/tpm0/ppi/request";
+/// TCG PPI operation 5: TPM2_Clear, done by the firmware at the next boot.
+pub const PPI_CLEAR: &str = "5";
+/// The record of what a reset did to the machine (`STATE/sim/` on the simulated platform,
+/// `STATE/` on a Keel image, where the root wipe removes it with the rest).
+pub const RECORD: &str = "factory-reset.json";
+
+/// What a reset removes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Scope {
+    /// keeld's settings: sessions and the session timeout, event subscriptions and settings, the
+    /// account policy, update settings and staged-update plans (`STATE/update/`), the simulated
+    /// power record, and the task history (but the reset's own task).
+    pub settings: bool,
+    /// The local accounts (user names, password hashes, roles).
+    pub accounts: bool,
+    /// The network configuration: everything under `STATE/network/`.
+    pub network: bool,
+    /// Recovery keys and keeld's service keys (`STATE/crypt/`).
+    pub encryption: bool,
+    /// keeld's identity: service UUID, self-signed TLS certificate, attestation CA.
+    pub identity: bool,
+    /// Root, swap and data volumes.
+    pub disks: bool,
+    /// The TPM.
+    pub tpm: bool,
+}
+
+/// `Manager.ResetToDefaults` ResetType values.
+pub const RESET_TYPES: &[&str] = &["ResetAll", "PreserveNetwork", "PreserveNetworkAndUsers"];
+/// `ComputerSystem.Decommission` DecommissionTypes keeld implements (not `BIOSConfig`: keeld
+/// changes no firmware setting; not `StorageConfig`: there is no storage controller
+/// configuration; not `Logs`: the journal is the host's record, which keeld does not wipe apart
+/// from the root volume it lives on).
+pub const DECOMMISSION_TYPES: &[&str] = &["All", "UserData", "ManagerConfig", "NetworkConfig", "TPM"];
+
+impl Scope {
+    pub fn reset_to_defaults(reset_type: &str) -> Option<Scope> {
+        let base = Scope { settings: true, ..Default::default() };
+        Some(match reset_type {
+            "ResetAll" => Scope { accounts: true, network: true, ..base },
+            "PreserveNetwork" => Scope { accounts: true, ..base },
+            "PreserveNetworkAndUsers" => base,
+            _ => return None,
+        })
+    }
+
+    /// The union of the types (each one of `DECOMMISSION_TYPES`).
+    pub fn decommission(types: &[&str]) -> Scope {
+        let mut s = Scope::default();
+        for t in types {
+            match *t {
+                "ManagerConfig" => {
+                    s.settings = true;
+                    s.accounts = true;
+                    s.network = true;
+                }
+                "NetworkConfig" => s.network = true,
+                // keeld's state is on the root volume.
+                "UserData" => s = Scope { disks: true, settings: true, accounts: true, network: true, encryption: true, identity: true, ..s },
+                "TPM" => s.tpm = true,
+                "All" => s = Scope { settings: true, accounts: true, network: true, encryption: true, identity: true, disks: true, tpm: true },
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// Whether the machine itself (disks, TPM) is reset, and so restarted.
+    pub fn machine(&self) -> bool {
+        self.disks || self.tpm
+    }
+
+    /// Whether keeld's state directory changes at all.
+    pub fn state(&self) -> bool {
+        self.settings || self.accounts || self.network || self.encryption || self.identity
+    }
+
+    /// What is reset, in words (logs and task messages).
+    pub fn describe(&self) -> String {
+        let mut v = vec![];
+        for (on, what) in [
+            (self.settings, "keeld's settings"),
+            (self.accounts, "the accounts"),
+            (self.network, "the network configuration"),
+            (self.encryption, "the recovery and service keys"),
+            (self.identity, "keeld's identity (service UUID, TLS certificate)"),
+            (self.disks, "the root, swap and data volumes"),
+            (self.tpm, "the TPM"),
+        ] {
+            if on {
+                v.push(what);
+            }
+        }
+        v.join(", ")
+    }
+}
+
+/// What a reset task leaves for the next start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub scope: Scope,
+    /// The reset's task (kept, and ended `Completed` at start).
+    pub task: String,
+    /// The account that asked for it: kept (with PasswordChangeRequired) when the accounts go
+    /// and no bootstrap file would recreate an Administrator.
+    pub requester: String,
+    /// The action, for the log.
+    pub action: String,
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_file(p: &Path) -> io::Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir(p: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+        _ => Ok(()),
+    }
+}
+
+/// Files (not directories) directly in `dir`, if it exists.
+fn files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())).map(|e| e.path()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a reset is waiting for keeld's next start.
+pub fn pending(state: &StateDir) -> bool {
+    state.path(PLAN).exists()
+}
+
+/// Leave `plan` for the next start (atomically).
+pub fn write_plan(state: &StateDir, plan: &Plan) -> io::Result<()> {
+    state.save(PLAN, plan)
+}
+
+/// Whether the bootstrap file would make an Administrator at the next start.
+fn bootstrap_usable(file: &Path, accounts: &Accounts) -> bool {
+    let Ok(text) = fs::read_to_string(file) else { return false };
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    line.split_once(':').is_some_and(|(u, p)| !u.is_empty() && accounts.check_password(u, p).is_ok())
+}
+
+/// The last step of a reset, run as keeld starts (before anything loads the state): remove what
+/// the plan in `state_dir` names, end its task, remove the plan. Nothing to do without a plan.
+pub fn apply_pending(state_dir: &Path, bootstrap: Option<&Path>) -> io::Result<()> {
+    let state = StateDir::open(state_dir)?;
+    let plan = match state.load::<Plan>(PLAN) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        // Written atomically, so this is not a torn write: someone else's file. Keep it aside
+        // rather than refuse to start for ever.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            log::error!("{PLAN} is unreadable ({e}); moved aside, nothing reset");
+            fs::rename(state.path(PLAN), state.path(&format!("{PLAN}.invalid")))?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let s = plan.scope;
+    log::warn!("{}: resetting {} (task {})", plan.action, s.describe(), plan.task);
+    if s.settings {
+        for f in ["sessions.json", "events.json", "power.json", "initial-admin-password"] {
+            remove_file(&state.path(f))?;
+        }
+        for f in files_in(&state.path("update"))? {
+            remove_file(&f)?;
+        }
+        // The task history, but the reset's own task (and the id counter: ids are never reused).
+        let own = format!("{}.json", plan.task);
+        for f in files_in(&state.path("tasks"))? {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name != own && name != "next-id" {
+                remove_file(&f)?;
+            }
+        }
+    }
+    if s.settings || s.accounts {
+        let accounts = Accounts::open(state.clone())?;
+        let err = |e: crate::messages::RfError| io::Error::other(format!("accounts: {e}"));
+        if s.settings {
+            accounts.set_policy(AccountPolicy::default()).map_err(err)?;
+        }
+        if s.accounts {
+            // Never leave the service without a way in: without a usable bootstrap file the
+            // Administrator who asked keeps the account, to be given a new password first.
+            let keep = if bootstrap.is_some_and(|f| bootstrap_usable(f, &accounts)) {
+                None
+            } else {
+                let admins: Vec<_> = accounts.list().into_iter().filter(|a| a.role_id == "Administrator").collect();
+                admins.iter().find(|a| a.id == plan.requester).or_else(|| admins.iter().find(|a| a.enabled)).map(|a| a.id.clone())
+            };
+            for a in accounts.list() {
+                if Some(&a.id) != keep.as_ref() {
+                    accounts.delete(&a.id).map_err(err)?;
+                }
+            }
+            if let Some(id) = keep {
+                let a = accounts
+                    .update(&id, |a| {
+                        a.enabled = true;
+                        a.password_change_required = true;
+                        a.locked = false;
+                        a.locked_until = 0;
+                        a.failures = 0;
+                        Ok(())
+                    })
+                    .map_err(err)?;
+                log::warn!("{}: no bootstrap administrator file: account {} is kept and must change its password", plan.action, a.user_name);
+            }
+        }
+    }
+    if s.network {
+        remove_dir(&state.path("network"))?;
+    }
+    if s.encryption {
+        remove_dir(&state.path("crypt"))?;
+    }
+    if s.identity {
+        for f in ["service-uuid", "tls-cert.pem", "tls-key.pem", "attestation-ca.pem"] {
+            remove_file(&state.path(f))?;
+        }
+    }
+    sync_dir(state_dir)?;
+    crate::tasks::complete_at_start(&state, &plan.task, &[Message::base(&base::SUCCESS, &[])])?;
+    remove_file(&state.path(PLAN))?;
+    sync_dir(state_dir)?;
+    log::warn!("{}: done", plan.action);
+    Ok(())
+}
+
+// ------------------------------------------------------------------ the machine
+
+/// What the machine's part of a reset did (appended to the record).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MachineRecord {
+    pub time: String,
+    pub action: String,
+    pub platform: String,
+    /// Partitions zeroed (simulated) or to be re-created by systemd-repart (real).
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// LUKS2 volumes crypto-erased (`cryptsetup erase`).
+    #[serde(default)]
+    pub erased_volumes: Vec<String>,
+    /// Simulated drives zeroed.
+    #[serde(default)]
+    pub zeroed_drives: Vec<String>,
+    /// `Cleared` (TPM2_Clear done), `Requested` (PPI clear at next boot), `Simulated` (only
+    /// recorded), `NoTPM`, or absent when the TPM was not part of the reset.
+    #[serde(default)]
+    pub tpm: Option<String>,
+    /// The EFI variable set for systemd-repart (real platform).
+    #[serde(default)]
+    pub efi_variable: Option<String>,
+}
+
+/// The machine's record file: a JSON array of every reset's record, newest last.
+pub fn record_path(state: &StateDir, simulated: bool) -> PathBuf {
+    if simulated {
+        state.path("sim").join(RECORD)
+    } else {
+        state.path(RECORD)
+    }
+}
+
+fn append_record(path: &Path, rec: &MachineRecord) -> io::Result<()> {
+    let mut all: Vec<MachineRecord> = match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => vec![],
+    };
+    all.push(rec.clone());
+    crate::store::write_atomic(path, &serde_json::to_vec_pretty(&all)?, 0o600)
+}
+
+/// Zero `len` bytes of `f` from `offset`: the range is deallocated (`FALLOC_FL_PUNCH_HOLE`) where
+/// the file system allows, else overwritten with zeros; then synced.
+pub fn zero_range(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    let punched = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset as libc::off_t, len as libc::off_t) } == 0;
+    if !punched {
+        let zeros = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            f.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+    }
+    f.sync_all()
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let c = crate::crypt::tools::Call::new(program, args);
+    let o = c.run();
+    if o.ok() {
+        Ok(())
+    } else {
+        Err(format!("{} exited with status {}: {}", c.describe(), o.status, o.stderr.trim()))
+    }
+}
+
+fn is_luks(path: &str) -> bool {
+    crate::crypt::tools::Call::new("cryptsetup", &["isLuks", path]).run().ok()
+}
+
+/// Crypto-erase a LUKS2 volume: every key slot is destroyed, so its data is unreadable.
+fn luks_erase(dev: &str) -> Result<(), String> {
+    run("cryptsetup", &["erase", "--batch-mode", dev])
+}
+
+/// TPM2_Clear with the (empty) lockout authorization: a software TPM's owner hierarchy gets a new
+/// seed, so nothing sealed to it unseals any more.
+pub fn tpm_clear(tcti: &str) -> Result<(), String> {
+    use tss_esapi::handles::AuthHandle;
+    use tss_esapi::interface_types::session_handles::AuthSession;
+    let mut ctx = crate::tpm::open(tcti)?;
+    ctx.execute_with_session(Some(AuthSession::Password), |c| c.clear(AuthHandle::Lockout)).map_err(|e| format!("TPM2_Clear at {tcti}: {e}"))
+}
+
+/// Whether keeld may clear this TPM in simulated mode: only a software TPM it was pointed at.
+pub fn software_tpm(tcti: &str) -> bool {
+    tcti.starts_with("swtpm:") || tcti.starts_with("mssim:")
+}
+
+/// The simulated platform: do to its image files what the next boot of a Keel image would do.
+pub fn simulated(cfg: &crate::app::Config, scope: &Scope, action: &str) -> Result<MachineRecord, String> {
+    let mut rec = MachineRecord { time: now(), action: action.to_string(), platform: "simulated".into(), ..Default::default() };
+    if scope.disks {
+        let disk = cfg.state_dir.join("sim").join("disk.img");
+        let f = OpenOptions::new().read(true).write(true).open(&disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+        let (gpt, _) = crate::slots::gpt::Gpt::read(&f).map_err(|e| format!("{}: {e}", disk.display()))?;
+        for p in gpt.find_type(crate::slots::gpt::types::ROOT_X86_64) {
+            zero_range(&f, p.offset(gpt.lba), p.size(gpt.lba)).map_err(|e| format!("{}: {e}", disk.display()))?;
+            rec.partitions.push(p.name.clone());
+        }
+        for d in &cfg.crypt_volumes {
+            let path = d.path.to_string_lossy().into_owned();
+            if !d.path.exists() {
+                continue;
+            }
+            if is_luks(&path) {
+                luks_erase(&path)?;
+                rec.erased_volumes.push(d.name.clone());
+            }
+            run("wipefs", &["--all", "--quiet", &path])?;
+            let f = OpenOptions::new().write(true).open(&d.path).map_err(|e| format!("{path}: {e}"))?;
+            let len = f.metadata().map_err(|e| e.to_string())?.len();
+            zero_range(&f, 0, len).map_err(|e| format!("{path}: {e}"))?;
+            rec.zeroed_drives.push(d.name.clone());
+        }
+    }
+    if scope.tpm {
+        rec.tpm = Some(match cfg.tpm_tcti.as_deref() {
+            Some(t) if software_tpm(t) => {
+                tpm_clear(t)?;
+                "Cleared".into()
+            }
+            _ => "Simulated".into(),
+        });
+    }
+    let state = StateDir::open(&cfg.state_dir).map_err(|e| e.to_string())?;
+    append_record(&record_path(&state, true), &rec).map_err(|e| e.to_string())?;
+    Ok(rec)
+}
+
+/// Write a string EFI variable in efivarfs (one write, as efivarfs wants; an existing variable's
+/// immutable flag is cleared first).
+pub fn set_efi_variable(efivars: &Path, name: &str, guid: &str, value: &str) -> io::Result<()> {
+    let path = efivars.join(format!("{name}-{guid}"));
+    if path.exists() {
+        clear_immutable(&path);
+    }
+    let data = crate::slots::platform::encode_efivar_string(value);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+    io::Write::write_all(&mut f, &data)
+}
+
+fn clear_immutable(path: &Path) {
+    use std::os::unix::io::AsRawFd;
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    if let Ok(f) = File::open(path) {
+        let mut flags: libc::c_long = 0;
+        unsafe {
+            if libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) == 0 && flags & FS_IMMUTABLE_FL != 0 {
+                flags &= !FS_IMMUTABLE_FL;
+                libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags);
+            }
+        }
+    }
+}
+
+/// The volumes a real reset crypto-erases: every LUKS2 volume keeld manages.
+pub fn real_volumes(crypt: &crate::crypt::Crypt) -> Vec<(String, String)> {
+    crypt.view().volumes.iter().filter(|v| v.managed && !v.simulated).map(|v| (v.id.clone(), v.device.clone())).collect()
+}
+
+/// What a real reset needs before it changes anything: `Err` says what is missing.
+pub fn check_real(root: &Path, scope: &Scope, tpm_present: bool) -> Result<(), String> {
+    if scope.disks && !root.join("sys/firmware/efi/efivars").is_dir() {
+        return Err("This machine did not boot through UEFI (no efivarfs): systemd-repart cannot be asked to reset the disks at the next boot.".into());
+    }
+    if scope.tpm && tpm_present && !root.join(PPI_REQUEST).exists() {
+        return Err("The TPM offers no Physical Presence Interface: the firmware cannot be asked to clear it.".into());
+    }
+    Ok(())
+}
+
+/// A Keel image: schedule the wipe for the next boot (see the module documentation).
+pub fn real(root: &Path, state: &StateDir, volumes: &[(String, String)], scope: &Scope, tpm_present: bool, action: &str) -> Result<MachineRecord, String> {
+    check_real(root, scope, tpm_present)?;
+    let mut rec = MachineRecord { time: now(), action: action.to_string(), platform: "real".into(), ..Default::default() };
+    if scope.disks {
+        // First the request systemd-repart honours: without it the erased volumes would not be
+        // re-created and the machine would not boot.
+        let efivars = root.join("sys/firmware/efi/efivars");
+        set_efi_variable(&efivars, FACTORY_RESET_VAR, SYSTEMD_EFI_GUID, "yes").map_err(|e| format!("EFI variable {FACTORY_RESET_VAR}: {e}"))?;
+        rec.efi_variable = Some(format!("{FACTORY_RESET_VAR}-{SYSTEMD_EFI_GUID}"));
+        rec.partitions = vec!["root".into(), "swap".into()];
+        for (id, dev) in volumes {
+            luks_erase(dev)?;
+            rec.erased_volumes.push(id.clone());
+        }
+    }
+    if scope.tpm {
+        rec.tpm = Some(if tpm_present {
+            fs::write(root.join(PPI_REQUEST), PPI_CLEAR).map_err(|e| format!("{PPI_REQUEST}: {e}"))?;
+            "Requested".into()
+        } else {
+            "NoTPM".into()
+        });
+    }
+    append_record(&record_path(state, false), &rec).map_err(|e| e.to_string())?;
+    Ok(rec)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("keel-reset-{name}-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn scopes_of_each_type() {
+        let all = Scope::decommission(&["All"]);
+        assert!(all.settings && all.accounts && all.network && all.encryption && all.identity && all.disks && all.tpm);
+        assert_eq!(Scope::decommission(&["ManagerConfig"]), Scope::reset_to_defaults("ResetAll").unwrap());
+        assert_eq!(Scope::decommission(&["NetworkConfig"]), Scope { network: true, ..Default::default() });
+        assert_eq!(Scope::decommission(&["TPM"]), Scope { tpm: true, ..Default::default() });
+        let user = Scope::decommission(&["UserData"]);
+        assert!(user.disks && user.state() && !user.tpm, "keeld's state is on the root volume");
+        assert_eq!(Scope::decommission(&["UserData", "TPM"]), all);
+        let p = Scope::reset_to_defaults("PreserveNetwork").unwrap();
+        assert!(p.settings && p.accounts && !p.network && !p.machine());
+        let pu = Scope::reset_to_defaults("PreserveNetworkAndUsers").unwrap();
+        assert!(pu.settings && !pu.accounts && !pu.network);
+        assert!(Scope::reset_to_defaults("Bogus").is_none());
+    }
+
+    fn seed(state: &StateDir) -> Accounts {
+        for (f, body) in [("sessions.json", "{}"), ("events.json", "{}"), ("power.json", "{}"), ("update/settings.json", "{}"), ("update/pending.json", "null"), ("network/eth0.json", "{}"), ("crypt/state.json", "{}"), ("service-uuid", "u"), ("tls-cert.pem", "c"), ("tls-key.pem", "k"), ("tasks/3.json", "{}"), ("tasks/next-id", "9")] {
+            let p = state.path(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, body).unwrap();
+        }
+        let a = Accounts::open(state.clone()).unwrap();
+        let h = a.hash_password("Keel-Test-Pass1").unwrap();
+        a.create("admin", h.clone(), "Administrator", true, false).unwrap();
+        a.create("op", h, "Operator", true, false).unwrap();
+        a.set_policy(AccountPolicy { min_password_length: 12, ..Default::default() }).unwrap();
+        a
+    }
+
+    fn plan(state: &StateDir, scope: Scope, requester: &str) {
+        write_plan(state, &Plan { scope, task: "7".into(), requester: requester.into(), action: "Test".into() }).unwrap();
+    }
+
+    #[test]
+    fn preserve_network_and_users_keeps_accounts_and_network() {
+        let d = tmp("pnu");
+        let state = StateDir::open(&d).unwrap();
+        seed(&state);
+        plan(&state, Scope::reset_to_defaults("PreserveNetworkAndUsers").unwrap(), "1");
+        apply_pending(&d, None).unwrap();
+        let a = Accounts::open(state.clone()).unwrap();
+        assert_eq!(a.list().iter().map(|x| x.user_name.as_str()).collect::<Vec<_>>(), ["admin", "op"]);
+        assert!(a.list().iter().all(|x| !x.password_change_required));
+        assert_eq!(a.policy().min_password_length, 8, "the account policy is a setting");
+        for gone in ["sessions.json", "events.json", "power.json", "update/settings.json", "update/pending.json", "tasks/3.json", PLAN] {
+            assert!(!state.path(gone).exists(), "{gone}");
+        }
+        for kept in ["network/eth0.json", "crypt/state.json", "service-uuid", "tls-cert.pem", "tasks/next-id"] {
+            assert!(state.path(kept).exists(), "{kept}");
+        }
+        // Done: a second start changes nothing.
+        apply_pending(&d, None).unwrap();
+        assert_eq!(Accounts::open(state).unwrap().list().len(), 2);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn without_a_bootstrap_file_the_requesting_admin_stays() {
+        let d = tmp("noboot");
+        let state = StateDir::open(&d).unwrap();
+        seed(&state);
+        plan(&state, Scope::reset_to_defaults("ResetAll").unwrap(), "1");
+        apply_pending(&d, Some(&d.join("missing-bootstrap"))).unwrap();
+        let a = Accounts::open(state.clone()).unwrap().list();
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].user_name.as_str(), a[0].password_change_required), ("admin", true));
+        assert!(!state.path("network").exists());
+        assert!(state.path("crypt/state.json").exists() && state.path("tls-cert.pem").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn with_a_bootstrap_file_every_account_goes_and_user_data_takes_the_identity() {
+        let d = tmp("boot");
+        let state = StateDir::open(&d).unwrap();
+        seed(&state);
+        let boot = d.join("boot");
+        fs::write(&boot, "root:Another-Pass-9\n").unwrap();
+        plan(&state, Scope::decommission(&["UserData"]), "1");
+        apply_pending(&d, Some(&boot)).unwrap();
+        assert!(Accounts::open(state.clone()).unwrap().list().is_empty());
+        for gone in ["crypt", "service-uuid", "tls-cert.pem", "tls-key.pem", "network"] {
+            assert!(!state.path(gone).exists(), "{gone}");
+        }
+        // A bootstrap file whose password the policy refuses cannot be relied on.
+        let d2 = tmp("badboot");
+        let state2 = StateDir::open(&d2).unwrap();
+        seed(&state2);
+        fs::write(&boot, "root:short\n").unwrap();
+        plan(&state2, Scope::reset_to_defaults("PreserveNetwork").unwrap(), "2");
+        apply_pending(&d2, Some(&boot)).unwrap();
+        let a = Accounts::open(state2).unwrap().list();
+        assert_eq!(a.iter().map(|x| x.user_name.as_str()).collect::<Vec<_>>(), ["admin"], "an Operator asking is not kept: the first Administrator is");
+        fs::remove_dir_all(&d).unwrap();
+        fs::remove_dir_all(&d2).unwrap();
+    }
+
+    #[test]
+    fn real_platform_sets_systemds_factory_reset_variable_and_asks_the_firmware_for_a_tpm_clear() {
+        let root = tmp("real");
+        let state = StateDir::open(&root.join("var/lib/keel")).unwrap();
+        let scope = Scope::decommission(&["All"]);
+        // No efivarfs: refused before anything changes.
+        assert!(real(&root, &state, &[], &scope, true, "Test").unwrap_err().contains("UEFI"));
+        fs::create_dir_all(root.join("sys/firmware/efi/efivars")).unwrap();
+        assert!(real(&root, &state, &[], &scope, true, "Test").unwrap_err().contains("Physical Presence"));
+        assert!(!root.join("sys/firmware/efi/efivars").join(format!("FactoryReset-{SYSTEMD_EFI_GUID}")).exists());
+        fs::create_dir_all(root.join("sys/class/tpm/tpm0/ppi")).unwrap();
+        fs::write(root.join(PPI_REQUEST), "0").unwrap();
+        let rec = real(&root, &state, &[], &scope, true, "Test").unwrap();
+        let var = fs::read(root.join("sys/firmware/efi/efivars").join(format!("FactoryReset-{SYSTEMD_EFI_GUID}"))).unwrap();
+        assert_eq!(crate::slots::platform::decode_efivar_string(&var).as_deref(), Some("yes"));
+        assert_eq!(&var[..4], &7u32.to_le_bytes(), "non-volatile, boot and runtime access");
+        assert_eq!(fs::read_to_string(root.join(PPI_REQUEST)).unwrap(), "5");
+        assert_eq!(rec.tpm.as_deref(), Some("Requested"));
+        let recorded: Vec<MachineRecord> = serde_json::from_slice(&fs::read(record_path(&state, false)).unwrap()).unwrap();
+        assert_eq!(recorded, [rec]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_plan_is_set_aside_and_nothing_is_reset() {
+        let d = tmp("badplan");
+        let state = StateDir::open(&d).unwrap();
+        seed(&state);
+        fs::write(state.path(PLAN), "{not json").unwrap();
+        apply_pending(&d, None).unwrap();
+        assert!(!state.path(PLAN).exists() && state.path(&format!("{PLAN}.invalid")).exists());
+        assert_eq!(Accounts::open(state.clone()).unwrap().list().len(), 2);
+        assert!(state.path("events.json").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn zero_range_zeroes_exactly_the_range() {
+        let d = tmp("zero");
+        let p = d.join("img");
+        fs::write(&p, vec![0xaau8; 3 << 20]).unwrap();
+        let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        zero_range(&f, 1 << 20, 1 << 20).unwrap();
+        let b = fs::read(&p).unwrap();
+        assert!(b[..1 << 20].iter().all(|x| *x == 0xaa));
+        assert!(b[1 << 20..2 << 20].iter().all(|x| *x == 0));
+        assert!(b[2 << 20..].iter().all(|x| *x == 0xaa));
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
