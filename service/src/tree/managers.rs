@@ -63,7 +63,7 @@ async fn manager(r: Req) -> RfResult<Value> {
         "Oem": {
             "Keel": {
                 "@odata.type": format!("#{KEEL_OEM_NAMESPACE}.{KEEL_OEM_VERSION}.Manager"),
-                "PlatformMode": "Simulated",
+                "PlatformMode": if r.keel.updates.slots.platform() == "real" { "Real" } else { "Simulated" },
                 "SelfSignedCertificate": r.keel.cfg.self_signed,
             }
         },
