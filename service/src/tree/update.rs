@@ -550,46 +550,33 @@ fn components(r: &Req) -> (Vec<Component>, &'static str) {
     if !r.path.starts_with("/redfish/v1/UpdateService/FirmwareInventory") {
         return (inv.software.clone(), "SoftwareInventory");
     }
+    // A device's firmware as reported by the device: read-only here, linked to the device.
+    let device = |id: String, name: String, version: &str, manufacturer: Option<String>, software_id: Option<String>, related: String| Component {
+        id,
+        name,
+        version: version.to_string(),
+        manufacturer,
+        release_date: None,
+        software_id,
+        updateable: false,
+        related: vec![related],
+    };
     let mut fw = inv.firmware.clone();
     for d in inv.storage.iter().flat_map(|c| c.drives.iter()) {
         if let Some(rev) = &d.revision {
-            fw.push(Component {
-                id: format!("Drive_{}", d.id),
-                name: format!("{} firmware", d.model.as_deref().unwrap_or("Drive")),
-                version: rev.clone(),
-                manufacturer: d.manufacturer.clone(),
-                release_date: None,
-                software_id: d.model.clone(),
-                updateable: false,
-                related: vec![format!("{}/Drives/{}", super::systems::CHASSIS, d.id)],
-            });
+            let name = format!("{} firmware", d.model.as_deref().unwrap_or("Drive"));
+            fw.push(device(format!("Drive_{}", d.id), name, rev, d.manufacturer.clone(), d.model.clone(), format!("{}/Drives/{}", super::systems::CHASSIS, d.id)));
         }
     }
     for a in inv.network.adapters.iter() {
         if let Some(v) = &a.firmware {
-            fw.push(Component {
-                id: super::network::nic_firmware_id(&a.id),
-                name: format!("{} firmware", a.model.as_deref().unwrap_or("Network adapter")),
-                version: v.clone(),
-                manufacturer: a.manufacturer.clone(),
-                release_date: None,
-                software_id: None,
-                updateable: false,
-                related: vec![super::network::adapter_uri(&a.id)],
-            });
+            let name = format!("{} firmware", a.model.as_deref().unwrap_or("Network adapter"));
+            fw.push(device(super::network::nic_firmware_id(&a.id), name, v, a.manufacturer.clone(), None, super::network::adapter_uri(&a.id)));
         }
     }
     if let Some(t) = &r.keel.tpm {
-        fw.push(Component {
-            id: "TPM".into(),
-            name: "TPM firmware".into(),
-            version: t.info.firmware_version.clone(),
-            manufacturer: Some(t.info.manufacturer.clone()),
-            release_date: None,
-            software_id: None,
-            updateable: false,
-            related: vec![format!("{}/TrustedComponents/TPM", super::systems::CHASSIS)],
-        });
+        let related = format!("{}/TrustedComponents/TPM", super::systems::CHASSIS);
+        fw.push(device("TPM".into(), "TPM firmware".into(), &t.info.firmware_version, Some(t.info.manufacturer.clone()), None, related));
     }
     (fw, "FirmwareInventory")
 }
