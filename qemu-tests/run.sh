@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The Keel image under QEMU, in one command (as root):
+#
+#   qemu-tests/run.sh [--build] [NAME...]
+#
+# Installs what the harness needs on the host (qemu-system-x86, qemu-utils, swtpm; the test venv
+# with the DMTF validators comes from scripts/setup.sh), builds the image with scripts/image.sh if
+# build/image/keel-image.env is missing (or always with --build), then runs the scenarios
+# (qemu-tests/tests/scenarios.rs; NAME selects some by substring). Each phase's duration is printed.
+# KEEL_IMAGE_ENV points at another build's keel-image.env.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=0
+args=()
+for a in "$@"; do
+    case "$a" in
+        --build) build=1 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) args+=("$a") ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "qemu-tests: run as root (private network namespace, image build)" >&2; exit 1; }
+t_all=$(date +%s)
+
+t=$(date +%s)
+need=(qemu-system-x86 qemu-utils swtpm swtpm-tools iproute2)
+missing=()
+for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "qemu-tests: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+[ -x .venv/bin/rf_service_validator ] || [ -n "${KEEL_VENV:-}" ] || [ -x ../main/.venv/bin/rf_service_validator ] || scripts/setup.sh
+echo "qemu-tests: host set-up took $(( $(date +%s) - t ))s"
+
+envfile=${KEEL_IMAGE_ENV:-build/image/keel-image.env}
+if [ "$build" = 1 ] || [ ! -f "$envfile" ]; then
+    t=$(date +%s)
+    scripts/image.sh
+    echo "qemu-tests: image build took $(( $(date +%s) - t ))s"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+t=$(date +%s)
+rc=0
+cargo test -p keel-qemu-tests --test scenarios -- "${args[@]}" || rc=$?
+echo "qemu-tests: scenarios took $(( $(date +%s) - t ))s (total $(( $(date +%s) - t_all ))s)"
+exit "$rc"
