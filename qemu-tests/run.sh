@@ -3,11 +3,11 @@
 #
 #   qemu-tests/run.sh [--build] [NAME...]
 #
-# Installs what the harness needs on the host (qemu-system-x86, qemu-utils, swtpm; the test venv
-# with the DMTF validators comes from scripts/setup.sh), builds the image with scripts/image.sh if
-# build/image/keel-image.env is missing (or always with --build), then runs the scenarios
-# (qemu-tests/tests/scenarios.rs; NAME selects some by substring). Each phase's duration is printed.
-# KEEL_IMAGE_ENV points at another build's keel-image.env.
+# Builds the image with scripts/image.sh if build/image/keel-image.env is missing (or always with
+# --build), makes sure the test venv with the DMTF validators exists (scripts/setup.sh), then runs
+# the scenarios (qemu-tests/tests/scenarios.rs; NAME selects some by substring). QEMU, swtpm,
+# qemu-img and OVMF come from the image's trixie tools tree, so nothing else is installed on the
+# host. Each phase's duration is printed. KEEL_IMAGE_ENV points at another build's keel-image.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,16 +24,6 @@ done
 t_all=$(date +%s)
 
 t=$(date +%s)
-need=(qemu-system-x86 qemu-utils swtpm swtpm-tools iproute2)
-missing=()
-for p in "${need[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "qemu-tests: installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
 [ -x .venv/bin/rf_service_validator ] || [ -n "${KEEL_VENV:-}" ] || [ -x ../main/.venv/bin/rf_service_validator ] || scripts/setup.sh
 echo "qemu-tests: host set-up took $(( $(date +%s) - t ))s"
 

@@ -5,7 +5,7 @@
 #                    [--keeld PATH] [--no-bundle] [--rebuild-tools]
 #
 # Phases (each one's duration is printed):
-#   1. host      the few Debian packages the build needs on the host (dpkg-dev tools, openssl, python3)
+#   1. host      the few Debian packages the build needs on the host (openssl, python3)
 #   2. mkosi     mkosi 25 from Debian 13's package, unpacked into the cache and run with PYTHONPATH
 #                (mkosi is not on PyPI); apt reaches trixie through a private sources list whose
 #                mirror is read from this machine's own apt configuration, never written down here
@@ -76,7 +76,7 @@ chmod 0700 "$keys"
 
 # ------------------------------------------------------------------ 1. host packages
 phase host
-need=(dpkg-dev openssl python3 ca-certificates)
+need=(openssl python3 ca-certificates)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -203,23 +203,6 @@ install -D -m 0644 units/keeld.service "$stage/usr/lib/systemd/system/keeld.serv
 # The certificate update bundles must be signed with (read by the A/B engine).
 install -D -m 0644 "$keys/update.crt" "$stage/usr/lib/keel/update-signing.crt"
 
-# The initrd's share of the image: the first-boot partition definitions, as a package for
-# InitrdPackages= (mkosi's default initrd takes packages, not trees).
-pkgs="$cache/local-packages"
-rm -rf "$pkgs" "$cache/keel-initrd"
-mkdir -p "$pkgs" "$cache/keel-initrd/DEBIAN"
-cp -a mkosi/initrd/. "$cache/keel-initrd/"
-cat >"$cache/keel-initrd/DEBIAN/control" <<EOF
-Package: keel-initrd
-Version: $version
-Architecture: all
-Section: admin
-Priority: optional
-Maintainer: Keel <keel@localhost>
-Description: Keel's first-boot partition definitions for the initrd
-EOF
-dpkg-deb --root-owner-group -Zgzip --build "$cache/keel-initrd" "$pkgs/keel-initrd_${version}_all.deb" >/dev/null
-
 # ------------------------------------------------------------------ 6. image
 phase image
 mkdir -p "$cache/incremental" "$cache/workspace"
@@ -236,7 +219,6 @@ mkosi -C mkosi "${common[@]}" \
     --verity-key="$keys/secureboot.key" --verity-certificate="$keys/secureboot.crt" \
     --sign-expected-pcr-key="$keys/secureboot.key" --sign-expected-pcr-certificate="$keys/secureboot.crt" \
     --extra-tree="$stage" \
-    --volatile-package-directory="$pkgs" \
     "${profile_args[@]}" \
     -f build
 image="$out/keel_$version.raw"
@@ -274,6 +256,7 @@ KEEL_OVMF_CODE=$out/OVMF_CODE.secboot.fd
 KEEL_OVMF_VARS=$out/OVMF_VARS.keel.fd
 KEEL_BUNDLE=$bundle_file
 KEEL_KEYS=$keys
+KEEL_TOOLS=$tools
 KEEL_PROFILE=${profile:-production}
 EOF
 echo

@@ -6,8 +6,9 @@
 //! that runs a few x87 instructions and then asks QEMU to exit with a known code through the
 //! `isa-debug-exit` device. It answers in well under a second either way.
 
+use crate::tools::Tools;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +60,14 @@ pub fn boot_sector() -> [u8; 512] {
 
 /// Boots the probe sector under `accel` with SMM on; true when QEMU exits with the probe's code
 /// within `limit`.
-pub fn runs_guest(qemu: &str, accel: Accel, dir: &Path, limit: Duration) -> Result<bool, String> {
+pub fn runs_guest(tools: &Tools, accel: Accel, dir: &Path, limit: Duration) -> Result<bool, String> {
     let disk = dir.join(format!("accel-probe-{}.img", accel.name()));
     // A whole MiB: SeaBIOS cannot read a disk that is only the boot sector long.
     std::fs::write(&disk, boot_sector())
         .and_then(|_| std::fs::OpenOptions::new().write(true).open(&disk)?.set_len(1 << 20))
         .map_err(|e| format!("{}: {e}", disk.display()))?;
-    let mut child = Command::new(qemu)
+    let mut child = tools
+        .command("qemu-system-x86_64")
         .args(["-machine", &format!("q35,smm=on,accel={}", accel.name()), "-cpu", accel.cpu()])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "none", "-no-reboot", "-m", "64"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
@@ -74,7 +76,7 @@ pub fn runs_guest(qemu: &str, accel: Accel, dir: &Path, limit: Duration) -> Resu
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{qemu}: {e}"))?;
+        .map_err(|e| format!("qemu-system-x86_64 ({}): {e}", tools.describe()))?;
     let start = Instant::now();
     let result = loop {
         match child.try_wait() {
@@ -93,7 +95,7 @@ pub fn runs_guest(qemu: &str, accel: Accel, dir: &Path, limit: Duration) -> Resu
 
 /// KVM if /dev/kvm opens and boots the probe in under a second, else TCG. `KEEL_QEMU_ACCEL=tcg`
 /// or `=kvm` overrides the probe.
-pub fn choose(qemu: &str, dir: &Path) -> (Accel, String) {
+pub fn choose(tools: &Tools, dir: &Path) -> (Accel, String) {
     match std::env::var("KEEL_QEMU_ACCEL").as_deref() {
         Ok("tcg") => return (Accel::Tcg, "KEEL_QEMU_ACCEL=tcg".into()),
         Ok("kvm") => return (Accel::Kvm, "KEEL_QEMU_ACCEL=kvm".into()),
@@ -103,7 +105,7 @@ pub fn choose(qemu: &str, dir: &Path) -> (Accel, String) {
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         return (Accel::Tcg, format!("/dev/kvm: {e}"));
     }
-    match runs_guest(qemu, Accel::Kvm, dir, Duration::from_millis(900)) {
+    match runs_guest(tools, Accel::Kvm, dir, Duration::from_millis(900)) {
         Ok(true) => (Accel::Kvm, format!("KVM ran the probe guest in {} ms", t.elapsed().as_millis())),
         Ok(false) => (Accel::Tcg, format!("KVM could not run the probe guest (SMM, x87) within 0.9 s ({} ms)", t.elapsed().as_millis())),
         Err(e) => (Accel::Tcg, format!("KVM probe failed: {e}")),

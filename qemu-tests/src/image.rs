@@ -12,6 +12,8 @@ pub struct ImageEnv {
     pub bundle: Option<PathBuf>,
     pub keys: PathBuf,
     pub profile: String,
+    /// The trixie tools tree the image was built with (QEMU, swtpm, qemu-img, OVMF).
+    pub tools: Option<PathBuf>,
 }
 
 /// The repository root (qemu-tests/..).
@@ -48,6 +50,7 @@ impl ImageEnv {
             bundle: get("KEEL_BUNDLE").filter(|v| !v.is_empty()).map(PathBuf::from),
             keys: PathBuf::from(need("KEEL_KEYS")?),
             profile: get("KEEL_PROFILE").unwrap_or_else(|| "production".into()),
+            tools: get("KEEL_TOOLS").filter(|v| !v.is_empty()).map(PathBuf::from),
         })
     }
 
@@ -62,6 +65,7 @@ impl ImageEnv {
             bundle: None,
             keys: "/keys".into(),
             profile: "production".into(),
+            tools: None,
         }
     }
 }

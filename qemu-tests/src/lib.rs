@@ -6,3 +6,4 @@ pub mod image;
 pub mod machine;
 pub mod netns;
 pub mod redfish;
+pub mod tools;

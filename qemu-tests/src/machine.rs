@@ -12,6 +12,7 @@
 use crate::accel::Accel;
 use crate::image::ImageEnv;
 use crate::redfish::Client;
+use crate::tools::Tools;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -77,7 +78,7 @@ pub struct Machine {
     pub spec: Spec,
     pub dir: PathBuf,
     pub accel: Accel,
-    pub qemu_bin: String,
+    pub tools: Tools,
     pub https: SocketAddr,
     env: ImageEnv,
     run: Option<Running>,
@@ -119,20 +120,21 @@ fn die_with_parent(cmd: &mut Command) {
 impl Machine {
     /// Lays out the machine's files in `dir` (emptied first): boot overlay, extra disks, the
     /// firmware variable store and the TPM state directory.
-    pub fn create(env: &ImageEnv, spec: Spec, dir: &Path, accel: Accel, qemu_bin: &str) -> Result<Machine, String> {
+    pub fn create(env: &ImageEnv, spec: Spec, dir: &Path, accel: Accel, tools: &Tools) -> Result<Machine, String> {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir.join("tpm")).map_err(|e| format!("{}: {e}", dir.display()))?;
-        run(Command::new("qemu-img")
+        run(tools
+            .command("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
             .arg(&env.image)
             .arg(dir.join("boot.qcow2"))
             .arg(format!("{}G", spec.boot_disk_gb)))?;
         for (i, d) in spec.disks.iter().enumerate() {
-            run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(dir.join(format!("disk{i}.qcow2"))).arg(format!("{}M", d.size_mb)))?;
+            run(tools.command("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(dir.join(format!("disk{i}.qcow2"))).arg(format!("{}M", d.size_mb)))?;
         }
         fs::copy(&env.ovmf_vars, dir.join("vars.fd")).map_err(|e| format!("{}: {e}", env.ovmf_vars.display()))?;
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        Ok(Machine { spec, dir: dir.to_path_buf(), accel, qemu_bin: qemu_bin.into(), https, env: env.clone(), run: None, serial: Arc::new(Mutex::new(Vec::new())) })
+        Ok(Machine { spec, dir: dir.to_path_buf(), accel, tools: tools.clone(), https, env: env.clone(), run: None, serial: Arc::new(Mutex::new(Vec::new())) })
     }
 
     pub fn serial_log_path(&self) -> PathBuf {
@@ -166,10 +168,12 @@ impl Machine {
                 Bus::Nvme => push(&["-device", &format!("nvme,drive=d{i},serial={}", d.serial)]),
             }
         }
-        // NICs: user networking, nothing reachable from the guest; keeld's 443 from loopback.
+        // NICs: user networking, nothing reachable from the guest; keeld's 443 from loopback. Each
+        // NIC gets its own subnet (10.0.2.0/24, 10.0.3.0/24, ...): with the same subnet twice the
+        // guest would answer the forwarded connection through whichever default route it prefers.
         for (i, mac) in s.nics.iter().enumerate() {
             let fwd = if i == 0 { format!(",hostfwd=tcp:127.0.0.1:{}-:443", self.https.port()) } else { String::new() };
-            push(&["-netdev", &format!("user,id=n{i},restrict=on{fwd}"), "-device", &format!("virtio-net-pci,netdev=n{i},mac={mac}")]);
+            push(&["-netdev", &format!("user,id=n{i},net=10.0.{}.0/24,restrict=on{fwd}", 2 + i), "-device", &format!("virtio-net-pci,netdev=n{i},mac={mac},romfile=")]);
         }
         push(&["-smbios", &format!("type=1,manufacturer=Keel,product=qemu-tests,serial={}", s.name)]);
         if let Some((u, p)) = &s.bootstrap_admin {
@@ -187,7 +191,7 @@ impl Machine {
         }
         let sock = self.dir.join("tpm.sock");
         let _ = fs::remove_file(&sock);
-        let mut swtpm = Command::new("swtpm");
+        let mut swtpm = self.tools.command("swtpm");
         swtpm
             .args(["socket", "--tpm2", "--tpmstate"])
             .arg(format!("dir={}", self.dir.join("tpm").display()))
@@ -210,16 +214,16 @@ impl Machine {
             std::thread::sleep(Duration::from_millis(20));
         }
         let args = self.qemu_args(&sock);
-        fs::write(self.dir.join("qemu.cmdline"), format!("{} {}\n", self.qemu_bin, args.join(" "))).ok();
+        fs::write(self.dir.join("qemu.cmdline"), format!("# {}\nqemu-system-x86_64 {}\n", self.tools.describe(), args.join(" "))).ok();
         let qerr = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("qemu.stderr")).map_err(|e| e.to_string())?;
-        let mut qemu = Command::new(&self.qemu_bin);
+        let mut qemu = self.tools.command("qemu-system-x86_64");
         qemu.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(qerr);
         die_with_parent(&mut qemu);
         let mut qemu = match qemu.spawn() {
             Ok(q) => q,
             Err(e) => {
                 let _ = swtpm.kill();
-                return Err(format!("{}: {e}", self.qemu_bin));
+                return Err(format!("qemu-system-x86_64 ({}): {e}", self.tools.describe()));
             }
         };
         let started = Instant::now();
@@ -380,7 +384,7 @@ mod tests {
     fn qemu_command_line_has_every_device_and_hides_nothing_outside() {
         let env = ImageEnv::for_test();
         let spec = Spec::standard("t", ("admin", "Pass-word-1"));
-        let m = Machine { spec: spec.clone(), dir: "/tmp/x".into(), accel: Accel::Tcg, qemu_bin: "qemu".into(), https: "127.0.0.1:4443".parse().unwrap(), env, run: None, serial: Default::default() };
+        let m = Machine { spec: spec.clone(), dir: "/tmp/x".into(), accel: Accel::Tcg, tools: Tools::default(), https: "127.0.0.1:4443".parse().unwrap(), env, run: None, serial: Default::default() };
         let a = m.qemu_args(Path::new("/tmp/x/tpm.sock")).join(" ");
         assert!(a.contains("q35,smm=on,accel=tcg") && a.contains("-cpu max"));
         assert!(a.contains("driver=cfi.pflash01,property=secure,value=on"));
@@ -395,6 +399,7 @@ mod tests {
         assert_eq!(a.matches("restrict=on").count(), 2);
         assert_eq!(a.matches("hostfwd=").count(), 1);
         assert!(a.contains("hostfwd=tcp:127.0.0.1:4443-:443"));
+        assert!(a.contains("id=n0,net=10.0.2.0/24,") && a.contains("id=n1,net=10.0.3.0/24,"));
         // the password travels base64-encoded in the SMBIOS credential, never in clear
         assert!(a.contains("io.systemd.credential.binary:keel.bootstrap-admin=YWRtaW46UGFzcy13b3JkLTE="));
         assert!(!a.contains("Pass-word-1"));

@@ -13,6 +13,7 @@
 use keel_qemu_tests::accel::{self, Accel};
 use keel_qemu_tests::image::{repo_root, ImageEnv};
 use keel_qemu_tests::machine::{Bus, Machine, Spec};
+use keel_qemu_tests::tools::Tools;
 use keel_qemu_tests::{netns, redfish::Client};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ADMIN: (&str, &str) = ("admin", "Keel-Test-Pass1");
-const QEMU: &str = "qemu-system-x86_64";
 
 type Outcome = Result<(), String>;
 
@@ -38,9 +38,15 @@ impl Ctx {
         self.env.get_or_insert_with(|| ImageEnv::load(&ImageEnv::default_path())).clone()
     }
 
+    /// QEMU and friends: the image's tools tree when keel-image.env names one.
+    fn tools(&mut self) -> Tools {
+        Tools::new(self.env().ok().and_then(|e| e.tools))
+    }
+
     fn accel(&mut self) -> Accel {
         let work = self.work.clone();
-        let (a, why) = self.accel.get_or_insert_with(|| accel::choose(QEMU, &work));
+        let tools = self.tools();
+        let (a, why) = self.accel.get_or_insert_with(|| accel::choose(&tools, &work));
         eprintln!("accelerator: {} ({why})", a.name());
         *a
     }
@@ -57,7 +63,8 @@ impl Ctx {
         self.machine = None;
         let env = self.env()?;
         let accel = self.accel();
-        let mut m = Machine::create(&env, Spec::standard("standard", ADMIN), &self.work.join("standard"), accel, QEMU)?;
+        let tools = self.tools();
+        let mut m = Machine::create(&env, Spec::standard("standard", ADMIN), &self.work.join("standard"), accel, &tools)?;
         eprintln!("booting {} (image {}, {}, https on {}; serial log {})", m.spec.name, env.version, accel.name(), m.https, m.serial_log_path().display());
         m.power_on()?;
         let ready = m.wait_redfish(Self::boot_timeout())?;
@@ -77,13 +84,15 @@ fn check(cond: bool, what: impl Into<String>) -> Outcome {
 /// The accelerator probe: TCG must run the probe guest (so a "no" from KVM means KVM, not the
 /// probe), and deciding about KVM takes under a second.
 fn accel_probe(ctx: &mut Ctx) -> Outcome {
+    let tools = ctx.tools();
+    eprintln!("QEMU from the {}", tools.describe());
     let t = Instant::now();
-    let tcg = accel::runs_guest(QEMU, Accel::Tcg, &ctx.work, Duration::from_secs(20))?;
+    let tcg = accel::runs_guest(&tools, Accel::Tcg, &ctx.work, Duration::from_secs(20))?;
     check(tcg, format!("TCG did not run the probe guest (exit code {} expected)", accel::PROBE_EXIT_CODE))?;
     eprintln!("TCG ran the probe guest in {} ms", t.elapsed().as_millis());
     std::env::remove_var("KEEL_QEMU_ACCEL");
     let t = Instant::now();
-    let (a, why) = accel::choose(QEMU, &ctx.work);
+    let (a, why) = accel::choose(&tools, &ctx.work);
     let took = t.elapsed();
     eprintln!("KVM probe: {} ({why}) in {} ms", a.name(), took.as_millis());
     ctx.figures.push(format!("KVM probe: {} in {} ms", a.name(), took.as_millis()));
@@ -130,7 +139,8 @@ fn boot(ctx: &mut Ctx) -> Outcome {
     for prompt in ["Please enter passphrase", "Enter passphrase", "recovery key"] {
         check(!serial.contains(prompt), format!("the console asked: {prompt:?}"))?;
     }
-    for line in ["Finished systemd-cryptsetup@root.service", "Finished systemd-cryptsetup@swap.service"] {
+    // (systemd shortens long unit names on the console: "systemd-cryptsetup@root.s…vice")
+    for line in ["Finished systemd-cryptsetup@root.s", "Finished systemd-cryptsetup@swap.s", "Activated swap dev-mapper-swap.swap"] {
         check(serial.contains(line), format!("the console never showed {line:?}"))?;
     }
     let storage = c.members("/redfish/v1/Systems/system/Storage")?;
@@ -144,11 +154,17 @@ fn boot(ctx: &mut Ctx) -> Outcome {
     eprintln!("encrypted volumes: {:?}", luks.iter().map(|v| v["DisplayName"].clone()).collect::<Vec<_>>());
     check(luks.iter().any(|v| v["DisplayName"] == "root"), format!("no LUKS2 volume 'root' in keeld's storage: {}", Value::from(volumes.clone())))?;
 
-    // /usr on dm-verity, its root hash from the signed UKI.
-    check(serial.contains("Finished systemd-veritysetup@usr.service"), "the console never showed the verity setup of /usr")?;
+    // /usr on dm-verity, its root hash from the signed UKI; the stub saw Secure Boot on.
+    check(serial.contains("Finished systemd-veritysetup@usr.s"), "the console never showed the verity setup of /usr")?;
+    check(serial.contains("UEFI Secure Boot is enabled"), "the EFI stub did not report Secure Boot enabled")?;
 
-    // Locked down: nothing on the console offers a login.
+    // Boot counting: the boot was good, so systemd-boot's entry was blessed.
+    check(serial.contains("Finished systemd-bless-boot.s"), "systemd-bless-boot did not mark the boot good")?;
+
+    // Locked down: nothing on the console offers a login; no unit failed.
     check(!serial.contains("login:"), "the console offers a login prompt")?;
+    let failed: Vec<&str> = serial.lines().filter(|l| l.contains("[FAILED]")).collect();
+    check(failed.is_empty(), format!("units failed during boot:\n{}", failed.join("\n")))?;
     Ok(())
 }
 
