@@ -199,6 +199,8 @@ fi
 stage="$cache/stage"
 rm -rf "$stage"
 install -D -m 0755 "$keeld" "$stage/usr/bin/keeld"
+# Debug info has no use on the machine (a debug build's is 160 MB).
+if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stage/usr/bin/keeld"; fi
 install -D -m 0644 units/keeld.service "$stage/usr/lib/systemd/system/keeld.service"
 # The certificate update bundles must be signed with (read by the A/B engine).
 install -D -m 0644 "$keys/update.crt" "$stage/usr/lib/keel/update-signing.crt"

@@ -133,6 +133,12 @@ fn boot(ctx: &mut Ctx) -> Outcome {
     let ci = c.members("/redfish/v1/ComponentIntegrity")?;
     check(ci.iter().any(|x| x["ComponentIntegrityType"] == "TPM"), format!("ComponentIntegrity: {}", Value::from(ci.clone())))?;
 
+    // Incus is installed and keeld sees it (`incus version`, socket-activated daemon).
+    let sw = c.members("/redfish/v1/UpdateService/SoftwareInventory")?;
+    let ids: Vec<&str> = sw.iter().filter_map(|x| x["Id"].as_str()).collect();
+    eprintln!("software inventory: {:?}", sw.iter().map(|x| format!("{} {}", x["Id"], x["Version"])).collect::<Vec<_>>());
+    check(ids.contains(&"incus"), format!("Incus is not in the software inventory: {ids:?}"))?;
+
     // Root unlocked by the TPM alone: the initrd set it up with no passphrase prompt, and keeld
     // sees the LUKS2 mappings.
     let serial = m.serial_text();
