@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         --keeld) keeld=$(realpath "$2"); shift ;;
         --no-bundle) bundle=0 ;;
         --rebuild-tools) rebuild_tools=1 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "image: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
