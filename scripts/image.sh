@@ -202,8 +202,9 @@ install -D -m 0755 "$keeld" "$stage/usr/bin/keeld"
 # Debug info has no use on the machine (a debug build's is 160 MB).
 if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stage/usr/bin/keeld"; fi
 install -D -m 0644 units/keeld.service "$stage/usr/lib/systemd/system/keeld.service"
-# The certificate update bundles must be signed with (read by the A/B engine).
-install -D -m 0644 "$keys/update.crt" "$stage/usr/lib/keel/update-signing.crt"
+# The CA update bundles must be signed by (keeld's --update-ca default); here the throwaway
+# update-signing certificate itself.
+install -D -m 0644 "$keys/update.crt" "$stage/usr/lib/keel/update-ca.pem"
 
 # ------------------------------------------------------------------ 6. image
 phase image
@@ -239,13 +240,18 @@ in_tools virt-fw-vars -i "$tools/usr/share/OVMF/OVMF_VARS_4M.fd" -o "$out/OVMF_V
 
 # ------------------------------------------------------------------ 8. bundle
 phase bundle
+# The same version as an update: slot A's three partitions and the UKI, signed with the update key.
 bundle_file=""
-if [ "$bundle" = 1 ] && "$keeld" bundle --help >/dev/null 2>&1; then
+if [ "$bundle" = 1 ] && "$keeld" bundle create --help >/dev/null 2>&1; then
     bundle_file="$out/keel_$version.bundle"
-    "$keeld" bundle create --out "$bundle_file" --version "$version" \
-        --key "$keys/update.key" --cert "$keys/update.crt" --image-dir "$out"
-else
-    say "no update bundle: keeld has no 'bundle' command yet (A/B engine, issue 4)"
+    "$keeld" bundle create --version "$version" \
+        --usr "$out/keel_$version.usr-x86-64.raw" \
+        --usr-verity "$out/keel_$version.usr-x86-64-verity.raw" \
+        --usr-verity-sig "$out/keel_$version.usr-x86-64-verity-sig.raw" \
+        --uki "$out/keel_$version.efi" \
+        --key "$keys/update.key" --cert "$keys/update.crt" -o "$bundle_file"
+elif [ "$bundle" = 1 ]; then
+    say "no update bundle: this keeld has no 'bundle create' (the A/B engine)"
 fi
 
 phase ""
