@@ -25,11 +25,16 @@ die() { echo "setup: ERROR: $*" >&2; exit 1; }
 # Building keeld: a C toolchain, OpenSSL headers (the openssl crate links the system library) and the
 # TPM2 Software Stack (tss-esapi links libtss2-esys and its TCTIs).
 pkgs=(build-essential pkg-config libssl-dev openssl libtss2-dev ca-certificates curl git)
+# What keeld runs to read the machine: ethtool (NIC firmware versions).
+pkgs+=(ethtool)
 if [ "$test_deps" = 1 ]; then
     # python3-venv: the test venv; wrk: bench/; chromium (+ fonts): the HTML view tests;
     # iproute2 + util-linux (ip, unshare, nsenter): the validators run in a private network namespace.
     # swtpm + tpm2-tools: a real software TPM for the TPM tests.
-    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools)
+    # dbus-daemon: the power tests' private bus; systemd: systemd-inhibit takes logind inhibitors on it.
+    # cryptsetup-bin: LUKS2 image files for the disk encryption tests (keeld runs cryptsetup).
+    # fdisk + gdisk: sfdisk --json and sgdisk -v check the slot engine's GPT images; time: bench/update.sh (peak RSS).
+    pkgs+=(python3 python3-venv wrk chromium fonts-liberation iproute2 util-linux jq swtpm swtpm-tools tpm2-tools dbus-daemon systemd cryptsetup-bin fdisk gdisk time)
 fi
 
 missing=()
@@ -85,6 +90,13 @@ if [ "$test_deps" = 1 ]; then
     else
         say ".venv up to date"
     fi
+fi
+
+# ---------------------------------------------------------------- Debian 13 encryption tools
+# systemd 257's systemd-cryptenroll (TPM2 unlocking, `--unlock-tpm2-device`) for the crypt tests,
+# unpacked from trixie into .cache/trixie-tools without touching the system (see the script).
+if [ "$test_deps" = 1 ]; then
+    scripts/trixie-tools.sh
 fi
 
 # ---------------------------------------------------------------- build

@@ -1,8 +1,9 @@
 """Inventory through the host root: a recorded machine is served by the same parsers as the live one."""
 import struct
 import subprocess
+import pytest
 
-from conftest import KEELD
+from conftest import KEELD, run_service_validator
 
 SYS = "/redfish/v1/Systems/system"
 
@@ -197,12 +198,45 @@ def test_hwmon_sensors_thresholds_and_thermal_subsystem(keeld_factory, tmp_path)
     assert s.get(k.url + base + "/Sensors/nct6798_in0").json()["Reading"] == 1.216
 
 
+def make_power_supplies(root):
+    """An edge box on a USB UPS: mains adapter online, the UPS on battery (offline), a laptop-style battery."""
+    for name, attrs in {"AC": {"type": "Mains", "online": "1"},
+                        "ups-0": {"type": "UPS", "online": "0", "present": "1", "manufacturer": "APC",
+                                  "model_name": "Back-UPS ES 700", "serial_number": "4B1234P56789"},
+                        "BAT0": {"type": "Battery", "status": "Charging", "capacity": "80"}}.items():
+        d = root / "sys/class/power_supply" / name
+        d.mkdir(parents=True)
+        for f, v in attrs.items():
+            (d / f).write_text(v + "\n")
+
+
+def test_power_subsystem_from_power_supplies_and_hwmon(keeld_factory, tmp_path):
+    root = tmp_path / "hw"
+    make_server_fixture(root)
+    make_hwmon(root)
+    make_power_supplies(root)
+    k = keeld_factory("--host-root", str(root))
+    s = k.admin()
+    base = "/redfish/v1/Chassis/chassis"
+    assert s.get(k.url + base).json()["PowerSubsystem"] == {"@odata.id": base + "/PowerSubsystem"}
+    ps = s.get(k.url + base + "/PowerSubsystem?$expand=.($levels=2)").json()
+    supplies = {m["Id"]: m for m in ps["PowerSupplies"]["Members"]}
+    assert sorted(supplies) == ["AC", "ups-0"], "a battery is not a power supply"
+    assert supplies["AC"]["PowerSupplyType"] == "AC" and supplies["AC"]["Status"] == {"State": "Enabled", "Health": "OK"}
+    ups = supplies["ups-0"]
+    assert (ups["Manufacturer"], ups["Model"], ups["SerialNumber"]) == ("APC", "Back-UPS ES 700", "4B1234P56789")
+    assert ups["Status"] == {"State": "UnavailableOffline", "Health": "Warning"}, "mains lost: running on its battery"
+    assert s.get(k.url + base + "/PowerSubsystem/PowerSupplies/BAT0").status_code == 404
+    run_service_validator(k, tmp_path)
+
+
 def test_no_hwmon_means_no_thermal_subsystem(keeld_factory, tmp_path):
     root = tmp_path / "bare"
     make_server_fixture(root)
     k = keeld_factory("--host-root", str(root))
     ch = k.admin().get(k.url + "/redfish/v1/Chassis/chassis").json()
-    assert "ThermalSubsystem" not in ch
+    assert "ThermalSubsystem" not in ch and "PowerSubsystem" not in ch
+    assert k.admin().get(k.url + "/redfish/v1/Chassis/chassis/PowerSubsystem").status_code == 404
     assert k.admin().get(k.url + "/redfish/v1/Chassis/chassis/Sensors").json()["Members"] == []
 
 
@@ -368,3 +402,58 @@ def test_hotplugged_devices_appear_and_disappear_with_events(keeld_factory, tmp_
     assert e["EventType"] == "ResourceRemoved"
     assert s.get(k.url + base + "/0000_5e_00").status_code == 404
     # (The stream ends when keeld stops; closing it from this side would wait on the reader.)
+
+
+def test_live_hotplug_monitor_sees_kernel_device_events(tmp_path):
+    """keeld on the live machine, in its own network namespace (with a sysfs of that namespace) and
+    with the periodic re-read off: a bridge created there appears at once through the kernel's device
+    events, and goes away when it is deleted."""
+    import json
+    import os
+    import time
+    from conftest import ADMIN, free_port
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    state = tmp_path / "state"
+    boot = tmp_path / "bootstrap"
+    boot.write_text(f"{ADMIN[0]}:{ADMIN[1]}\n")
+    port = free_port()
+    log = open(tmp_path / "keeld.log", "wb")
+    proc = subprocess.Popen(
+        ["unshare", "--net", "--mount", "sh", "-c",
+         'mount -t sysfs sysfs /sys && ip link set lo up && exec "$@"', "sh",
+         KEELD, "serve", "--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+         "--bootstrap-admin-file", str(boot), "--inventory-refresh", "0"],
+        stdout=log, stderr=subprocess.STDOUT)
+    ns = ["nsenter", "-t", str(proc.pid), "-n"]
+
+    def get(path):
+        r = subprocess.run(ns + ["curl", "-sk", "-u", f"{ADMIN[0]}:{ADMIN[1]}", f"https://127.0.0.1:{port}{path}"],
+                           capture_output=True, text=True, timeout=10)
+        return json.loads(r.stdout) if r.returncode == 0 and r.stdout else None
+
+    def interfaces():
+        body = get("/redfish/v1/Systems/system/EthernetInterfaces")
+        return None if body is None else [m["@odata.id"].rsplit("/", 1)[1] for m in body["Members"]]
+
+    def wait(cond, what, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.2)
+        raise AssertionError(f"{what}; keeld log:\n{(tmp_path / 'keeld.log').read_text()}")
+
+    try:
+        wait(lambda: interfaces() is not None, "keeld did not answer", timeout=30)
+        assert "kp7" not in interfaces()
+        subprocess.run(ns + ["ip", "link", "add", "kp7", "type", "bridge"], check=True)
+        wait(lambda: "kp7" in interfaces(), "a new bridge did not appear")
+        iface = get("/redfish/v1/Systems/system/EthernetInterfaces/kp7")
+        assert iface["Id"] == "kp7"
+        subprocess.run(ns + ["ip", "link", "del", "kp7"], check=True)
+        wait(lambda: "kp7" not in interfaces(), "a deleted bridge did not go away")
+    finally:
+        proc.terminate()
+        proc.wait(10)

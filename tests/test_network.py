@@ -191,6 +191,11 @@ def make_server(root):
         {"InterfaceIndex": 3, "InterfaceName": "ens1f1np1", "Neighbors": [
             {"ChassisID": "7c:fe:90:ab:cd:ef", "PortID": "Ethernet1/17", "SystemName": "leaf-r12-b",
              "EnabledCapabilities": 4}]}]}))
+    # `ethtool -i` of each port (ConnectX-4 Lx firmware; the first port names the card's).
+    for ifname, bus in [("ens1f0np0", "0000:3b:00.0"), ("ens1f1np1", "0000:3b:00.1")]:
+        record_command(root, "ethtool", ["-i", ifname],
+                       f"driver: mlx5_core\nversion: 6.1.0-18-amd64\nfirmware-version: 14.32.1010 (MT_2420110034)\n"
+                       f"expansion-rom-version: \nbus-info: {bus}\nsupports-statistics: yes\n")
 
 
 def make_edge(root):
@@ -217,6 +222,8 @@ def make_edge(root):
                                                   "protocol": "ra", "flags": []}]))
     # systemd 252's networkctl prints a table (and fails without networkd): no LLDP data.
     record_command(root, *LLDP, "LINK             CHASSIS ID        SYSTEM NAME      CAPS        PORT ID\n", status=1)
+    # The igb driver reports no firmware version here: the card has no firmware entry.
+    record_command(root, "ethtool", ["-i", "enp2s0"], "driver: igb\nversion: 6.1.0\nfirmware-version: \nbus-info: 0000:02:00.0\n")
 
 
 def members(s, url):
@@ -279,6 +286,13 @@ def test_bonded_server_adapters_ports_and_lldp(keeld_factory, tmp_path):
     assert a["Manufacturer"] == "Mellanox Technologies" and a["Model"] == "MT27710 Family [ConnectX-4 Lx]"
     assert a["Controllers"][0]["ControllerCapabilities"]["NetworkPortCount"] == 2
     assert "mlx5_core" in a["Description"]
+    fw_uri = "/redfish/v1/UpdateService/FirmwareInventory/NIC_0000_3b_00"
+    assert a["Controllers"][0]["FirmwarePackageVersion"] == "14.32.1010 (MT_2420110034)"
+    assert a["Controllers"][0]["Links"]["ActiveSoftwareImage"] == {"@odata.id": fw_uri}
+    fw = s.get(k.url + fw_uri).json()
+    assert fw["Version"] == "14.32.1010 (MT_2420110034)" and fw["Manufacturer"] == "Mellanox Technologies"
+    assert fw["RelatedItem"] == [{"@odata.id": NA + "/0000_3b_00"}]
+    assert {"@odata.id": fw_uri} in s.get(k.url + "/redfish/v1/UpdateService/FirmwareInventory").json()["Members"]
     ports = members(s, k.url + NA + "/0000_3b_00/Ports")
     assert sorted(ports) == ["ens1f0np0", "ens1f1np1"]
     p = ports["ens1f0np0"]
@@ -320,6 +334,9 @@ def test_edge_box_single_nic_on_dhcp(keeld_factory, tmp_path):
     ads = members(s, k.url + NA)
     assert list(ads) == ["0000_02_00"]
     assert (ads["0000_02_00"]["Manufacturer"], ads["0000_02_00"]["Model"]) == ("Intel Corporation", "I210 Gigabit Network Connection")
+    assert "FirmwarePackageVersion" not in ads["0000_02_00"]["Controllers"][0], "ethtool reported no firmware"
+    fw = members(s, k.url + "/redfish/v1/UpdateService/FirmwareInventory")
+    assert not [i for i in fw if i.startswith("NIC_")]
     port = s.get(k.url + NA + "/0000_02_00/Ports/enp2s0").json()
     assert port["CurrentSpeedGbps"] == 1.0 and port["Ethernet"]["LLDPEnabled"] is False
     assert "LLDPReceive" not in port["Ethernet"], "networkctl without JSON gives no neighbors"

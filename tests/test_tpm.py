@@ -105,6 +105,7 @@ def test_no_tpm_shows_nothing(keeld_factory):
     k = keeld_factory("--tpm-tcti", f"swtpm:host=127.0.0.1,port={free_port()}")
     s = k.admin()
     assert "TrustedModules" not in s.get(k.url + SYS).json()
+    assert "TrustedComponents" not in s.get(k.url + SYS).json()["Links"]
     assert s.get(k.url + CI).json()["Members"] == []
     assert s.get(k.url + CI + "/TPM").status_code == 404
     assert s.get(k.url + "/redfish/v1/Chassis/chassis/TrustedComponents").json()["Members"] == []
@@ -184,7 +185,9 @@ def test_signed_measurements_verify_outside_keeld(keeld_factory, swtpm, tmp_path
     assert ci["TPM"]["NonceSizeBytesMaximum"] == 32
     tc = s.get(k.url + TC).json()
     assert tc["TrustedComponentType"] == "Discrete"
-    assert tc["FirmwareVersion"] == s.get(k.url + SYS).json()["TrustedModules"][0]["FirmwareVersion"]
+    system = s.get(k.url + SYS).json()
+    assert tc["FirmwareVersion"] == system["TrustedModules"][0]["FirmwareVersion"]
+    assert system["Links"]["TrustedComponents"] == [{"@odata.id": TC}], "the non-deprecated link to the TPM"
     assert [m["@odata.id"] for m in s.get(k.url + TC + "/Certificates").json()["Members"]] == [AK]
     cert = s.get(k.url + AK).json()
     assert cert["CertificateType"] == "PEM"

@@ -304,6 +304,22 @@ impl EventBus {
         self.publish(record, message_id, origin.to_string(), resource_type.to_string());
     }
 
+    /// An event carrying one message of any registry (TaskEvent, Update…) about `origin`.
+    pub fn message_event(&self, m: &crate::messages::Message, origin: &str, resource_type: &str) {
+        let message_id = m.id();
+        let mut record = json!({
+            "EventType": "Other",
+            "MessageId": message_id,
+            "Message": render(m.def.text, &m.args),
+            "MessageArgs": m.args,
+            "MessageSeverity": m.def.severity,
+        });
+        if !origin.is_empty() {
+            record["OriginOfCondition"] = json!({ "@odata.id": origin });
+        }
+        self.publish(record, message_id, origin.to_string(), resource_type.to_string());
+    }
+
     /// A ResourceEvent registry event about `origin`.
     pub fn resource_event(&self, def: &'static MessageDef, origin: &str, resource_type: &str, args: &[String]) {
         let message_id = format!("{RESOURCE_EVENT_PREFIX}.{}", def.key);

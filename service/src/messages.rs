@@ -1,4 +1,5 @@
-//! Redfish messages (Base and ResourceEvent registries) and the extended error type.
+//! Redfish messages (Base, ResourceEvent, TaskEvent and Update registries) and the extended error
+//! type.
 //!
 //! The message texts are those of the DMTF registries the service advertises under
 //! `/redfish/v1/Registries`; `tests/registries.rs` checks every entry here against the
@@ -12,6 +13,10 @@ pub const BASE_REGISTRY: &str = "Base.1.22.1";
 pub const BASE_PREFIX: &str = "Base.1.22";
 pub const RESOURCE_EVENT_REGISTRY: &str = "ResourceEvent.1.4.3";
 pub const RESOURCE_EVENT_PREFIX: &str = "ResourceEvent.1.4";
+pub const TASK_EVENT_REGISTRY: &str = "TaskEvent.1.0.5";
+pub const TASK_EVENT_PREFIX: &str = "TaskEvent.1.0";
+pub const UPDATE_REGISTRY: &str = "Update.1.3.0";
+pub const UPDATE_PREFIX: &str = "Update.1.3";
 
 /// One registry entry: key, message template (`%1`…), severity, resolution.
 #[derive(Debug)]
@@ -49,6 +54,7 @@ pub mod base {
         RESOURCE_ALREADY_EXISTS = ("ResourceAlreadyExists", "The requested resource of type %1 with the property %2 with the value '%3' already exists.", "Critical", "Do not repeat the create operation as the resource was already created.");
         RESOURCE_CANNOT_BE_DELETED = ("ResourceCannotBeDeleted", "The delete request failed because the resource requested cannot be deleted.", "Critical", "Do not attempt to delete a non-deletable resource.");
         RESOURCE_IN_USE = ("ResourceInUse", "The change to the requested resource failed because the resource is in use or in transition.", "Warning", "Remove the condition and resubmit the request if the operation failed.");
+        RESOURCE_IN_STANDBY = ("ResourceInStandby", "The request could not be performed because the resource is in standby.", "Critical", "Ensure that the resource is in the correct power state and resubmit the request.");
         OPERATION_NOT_ALLOWED = ("OperationNotAllowed", "The HTTP method is not allowed on this resource.", "Critical", "None.");
         MALFORMED_JSON = ("MalformedJSON", "The request body submitted was malformed JSON and could not be parsed by the receiving service.", "Critical", "Ensure that the request body is valid JSON and resubmit the request.");
         EMPTY_JSON = ("EmptyJSON", "The request body submitted contained an empty JSON object and the service is unable to process it.", "Warning", "Add properties in the JSON object and resubmit the request.");
@@ -85,6 +91,8 @@ pub mod base {
         SERVICE_SHUTTING_DOWN = ("ServiceShuttingDown", "The operation failed because the service is shutting down and can no longer take incoming requests.", "Critical", "When the service becomes available, resubmit the request if the operation failed.");
         ACCOUNT_REMOVED = ("AccountRemoved", "The account was successfully removed.", "OK", "None.");
         ACCOUNT_MODIFIED = ("AccountModified", "The account was successfully modified.", "OK", "None.");
+        ACTION_PARAMETER_VALUE_ERROR = ("ActionParameterValueError", "The value for the parameter %1 in the action %2 is invalid.", "Warning", "Correct the value for the parameter in the request body and resubmit the request if the operation failed.");
+        ACTION_PARAMETER_VALUE_CONFLICT = ("ActionParameterValueConflict", "The parameter '%1' with the requested value of '%2' does not meet the constraints of the implementation.", "Warning", "None.");
         NO_OPERATION = ("NoOperation", "The request body submitted contain no data to act upon and no changes to the resource took place.", "Warning", "Add properties in the JSON object and resubmit the request.");
     }
 }
@@ -104,6 +112,60 @@ pub mod resource_event {
         RESOURCE_CHANGED = ("ResourceChanged", "One or more resource properties have changed.", "OK");
         PROPERTY_VALUE_MODIFIED_BY_CLIENT = ("PropertyValueModifiedByClient", "The property %1 was assigned the value '%2' due to modification by a client.", "OK");
         TEST_MESSAGE = ("TestMessage", "Test message.", "OK");
+        RESOURCE_POWERED_ON = ("ResourcePoweredOn", "The resource '%1' has powered on.", "OK");
+        RESOURCE_POWERED_OFF = ("ResourcePoweredOff", "The resource '%1' has powered off.", "OK");
+        RESOURCE_POWERING_OFF = ("ResourcePoweringOff", "The resource '%1' is powering off.", "OK");
+    }
+}
+
+/// A registry's messages with their resolutions; `ALL` lists them for the registry test.
+macro_rules! registry {
+    ($($name:ident = ($key:literal, $text:literal, $sev:literal, $res:literal);)*) => {
+        $(pub const $name: MessageDef = MessageDef { key: $key, text: $text, severity: $sev, resolution: $res };)*
+        pub const ALL: &[&MessageDef] = &[$(&$name),*];
+    };
+}
+
+/// The TaskEvent registry: task life-cycle messages, in a Task's `Messages` and as events.
+pub mod task_event {
+    use super::MessageDef;
+    registry! {
+        TASK_STARTED = ("TaskStarted", "The task with Id '%1' has started.", "OK", "None.");
+        TASK_COMPLETED_OK = ("TaskCompletedOK", "The task with Id '%1' has completed.", "OK", "None.");
+        TASK_COMPLETED_WARNING = ("TaskCompletedWarning", "The task with Id '%1' has completed with warnings.", "Warning", "None.");
+        TASK_ABORTED = ("TaskAborted", "The task with Id '%1' has completed with errors.", "Critical", "None.");
+        TASK_CANCELLED = ("TaskCancelled", "Work on the task with Id '%1' was halted prior to completion due to an explicit request.", "Warning", "None.");
+        TASK_REMOVED = ("TaskRemoved", "The task with Id '%1' was removed.", "Warning", "None.");
+        TASK_PAUSED = ("TaskPaused", "The task with Id '%1' was paused.", "Warning", "None.");
+        TASK_RESUMED = ("TaskResumed", "The task with Id '%1' was resumed.", "OK", "None.");
+        TASK_PROGRESS_CHANGED = ("TaskProgressChanged", "The task with Id '%1' has changed to progress %2 percent complete.", "OK", "None.");
+    }
+}
+
+/// The Update registry: what an update task reports (`Message::update`).
+pub mod update {
+    use super::MessageDef;
+    registry! {
+        TARGET_DETERMINED = ("TargetDetermined", "The target device '%1' will be updated with image '%2'.", "OK", "None.");
+        ALL_TARGETS_DETERMINED = ("AllTargetsDetermined", "All the target devices to be updated were determined.", "OK", "None.");
+        NO_TARGETS_DETERMINED = ("NoTargetsDetermined", "No target device will be updated with image '%1'.", "OK", "None.");
+        UPDATE_IN_PROGRESS = ("UpdateInProgress", "An update is in progress.", "OK", "None.");
+        TRANSFERRING_TO_COMPONENT = ("TransferringToComponent", "Image '%1' is being transferred to '%2'.", "OK", "None.");
+        VERIFYING_AT_COMPONENT = ("VerifyingAtComponent", "Image '%1' is being verified at '%2'.", "OK", "None.");
+        INSTALLING_ON_COMPONENT = ("InstallingOnComponent", "Image '%1' is being installed on '%2'.", "OK", "None.");
+        APPLYING_ON_COMPONENT = ("ApplyingOnComponent", "Image '%1' is being applied on '%2'.", "OK", "None.");
+        TRANSFER_FAILED = ("TransferFailed", "Transfer of image '%1' to '%2' failed.", "Critical", "None.");
+        VERIFICATION_FAILED = ("VerificationFailed", "Verification of image '%1' at '%2' failed.", "Critical", "None.");
+        APPLY_FAILED = ("ApplyFailed", "Installation of image '%1' to '%2' failed.", "Critical", "None.");
+        ACTIVATE_FAILED = ("ActivateFailed", "Activation of image '%1' on '%2' failed.", "Critical", "None.");
+        AWAIT_TO_UPDATE = ("AwaitToUpdate", "Awaiting for an action to proceed with installing image '%1' on '%2'.", "OK", "Perform the requested action to advance the update operation.");
+        AWAIT_TO_ACTIVATE = ("AwaitToActivate", "Awaiting for an action to proceed with activating image '%1' on '%2'.", "OK", "Perform the requested action to advance the update operation.");
+        UPDATE_SUCCESSFUL = ("UpdateSuccessful", "Device '%1' successfully updated with image '%2'.", "OK", "None.");
+        OPERATION_TRANSITIONED_TO_JOB = ("OperationTransitionedToJob", "The update operation has transitioned to the job at URI '%1'.", "OK", "Follow the referenced job and monitor the job for further updates.");
+        UPDATE_SKIPPED = ("UpdateSkipped", "Device '%1' skipped the update with image '%2'.", "OK", "None.");
+        UPDATE_SKIPPED_SAME_VERSION = ("UpdateSkippedSameVersion", "Device '%1' skipped the update with image '%2' because the same version is already installed.", "OK", "None.");
+        UPDATE_SKIPPED_VERSION_TOO_LOW = ("UpdateSkippedVersionTooLow", "Device '%1' skipped the update with image '%2' due to the minimum version requirement.", "OK", "None.");
+        UPDATE_NOT_APPLICABLE = ("UpdateNotApplicable", "Image '%1' was not applicable to device '%2'.", "Warning", "None.");
     }
 }
 
@@ -139,16 +201,35 @@ pub struct Message {
     pub prefix: &'static str,
     pub args: Vec<String>,
     pub related: Vec<String>,
+    /// A Resolution specific to this occurrence (e.g. which rule a value broke), instead of the
+    /// registry's generic one.
+    pub resolution: Option<String>,
 }
 
 impl Message {
+    /// A message of the registry whose `Name.Major.Minor` prefix is given.
+    pub fn new(prefix: &'static str, def: &'static MessageDef, args: &[&str]) -> Self {
+        Message { def, prefix, args: args.iter().map(|s| s.to_string()).collect(), related: vec![], resolution: None }
+    }
     pub fn base(def: &'static MessageDef, args: &[&str]) -> Self {
-        Message { def, prefix: BASE_PREFIX, args: args.iter().map(|s| s.to_string()).collect(), related: vec![] }
+        Self::new(BASE_PREFIX, def, args)
+    }
+    pub fn task_event(def: &'static MessageDef, args: &[&str]) -> Self {
+        Self::new(TASK_EVENT_PREFIX, def, args)
+    }
+    /// An Update registry message, e.g. `Message::update(&update::TRANSFERRING_TO_COMPONENT, &[image, target])`.
+    pub fn update(def: &'static MessageDef, args: &[&str]) -> Self {
+        Self::new(UPDATE_PREFIX, def, args)
     }
     /// Add a RelatedProperties entry (a JSON pointer such as `#/UserName`).
     pub fn related(mut self, prop: &str) -> Self {
         let p = if prop.starts_with('#') { prop.to_string() } else { format!("#/{}", prop.replace('.', "/")) };
         self.related.push(p);
+        self
+    }
+    /// Say how to resolve this occurrence (never with secrets in it).
+    pub fn resolution(mut self, text: impl Into<String>) -> Self {
+        self.resolution = Some(text.into());
         self
     }
     pub fn id(&self) -> String {
@@ -161,7 +242,7 @@ impl Message {
             "Message": render(self.def.text, &self.args),
             "MessageArgs": self.args,
             "MessageSeverity": self.def.severity,
-            "Resolution": self.def.resolution,
+            "Resolution": self.resolution.as_deref().unwrap_or(self.def.resolution),
         });
         if !self.related.is_empty() {
             v["RelatedProperties"] = json!(self.related);
@@ -180,6 +261,13 @@ pub struct RfError {
 }
 
 impl RfError {
+    /// Give the (first) message a Resolution saying what exactly to do.
+    pub fn with_resolution(mut self, text: &str) -> Self {
+        if let Some(m) = self.messages.first_mut() {
+            m.resolution = Some(text.to_string());
+        }
+        self
+    }
     pub fn new(status: StatusCode, msg: Message) -> Self {
         RfError { status, messages: vec![msg], headers: vec![] }
     }

@@ -24,6 +24,10 @@ fn ty_schema(ty: &Ty) -> RefOr<Schema> {
         Ty::StrList { max_items } => {
             return ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).max_items(Some(*max_items)).into();
         }
+        Ty::SecretList { max_items, max } => {
+            let item = ObjectBuilder::new().schema_type(Type::String).max_length(Some(*max)).format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Password)));
+            return ArrayBuilder::new().items(item).max_items(Some(*max_items)).into();
+        }
         Ty::EnumList(vals) => {
             return ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(vals.iter().copied()))).into();
         }
@@ -161,6 +165,9 @@ pub fn document(tree: &Tree) -> OpenApi {
                 .securities(Some(security(&p.req)));
             if let Some(b) = p.body {
                 op = op.request_body(Some(RequestBodyBuilder::new().content("application/json", ContentBuilder::new().schema(Some(props_schema(b))).build()).build()));
+            }
+            if let crate::tree::PostFn::Stream { content_type, .. } = &p.f {
+                op = op.request_body(Some(RequestBodyBuilder::new().content(*content_type, ContentBuilder::new().build()).required(Some(utoipa::openapi::Required::True)).build()));
             }
             for prm in &params {
                 op = op.parameter(prm.clone());

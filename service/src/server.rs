@@ -24,6 +24,12 @@ pub struct ServeOpts {
     /// Seconds between smartctl runs for one drive (0: on every inventory refresh).
     pub smart_interval: u64,
     pub tpm_tcti: Option<String>,
+    pub power: crate::power::PowerMode,
+    pub power_bus: Option<String>,
+    pub crypt_volumes: Vec<crate::crypt::SimDisk>,
+    pub platform: String,
+    pub update_ca: PathBuf,
+    pub sim_usr_size: u64,
 }
 
 /// What the server loop ended with.
@@ -100,6 +106,12 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
         host_root: opts.host_root.clone(),
         tpm_tcti: opts.tpm_tcti.clone(),
         smart_interval: opts.smart_interval,
+        power: opts.power,
+        power_bus: opts.power_bus.clone(),
+        crypt_volumes: opts.crypt_volumes.clone(),
+        platform: opts.platform.clone(),
+        update_ca: opts.update_ca.clone(),
+        sim_usr_size: opts.sim_usr_size,
     };
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
@@ -139,6 +151,36 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     } else {
         None
     };
+    // keeld answers: the boot that started it is good (systemd-bless-boot's job on a Keel image).
+    match keel.updates.slots.bless() {
+        Ok(Some(e)) => log::info!("slots: boot entry blessed as {e}"),
+        Ok(None) => {}
+        Err(e) => log::warn!("slots: cannot bless the booted entry: {e}"),
+    }
+    // Staged updates waiting for their maintenance window.
+    let k = keel.clone();
+    let update_timer = actix_web::rt::spawn(async move {
+        let mut n: u64 = 0;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // The update policy's periodic check of the signed index.
+            n += 1;
+            if n % 5 == 0 {
+                crate::tree::update::check_if_due(&k);
+            }
+            if k.updates.pending().is_some() {
+                let k2 = k.clone();
+                let _ = web::block(move || k2.updates.tick(chrono::Utc::now())).await;
+            }
+        }
+    });
+    // On a live machine the kernel's device events trigger a re-read at once.
+    if keel.host.is_live() {
+        let k = keel.clone();
+        if let Err(e) = crate::inventory::uevent::spawn(std::time::Duration::from_millis(300), move || k.refresh_inventory()) {
+            log::warn!("no hot-plug monitor ({e}): devices are found by the periodic re-read only");
+        }
+    }
     let chores = keel.clone();
     let sweeper = actix_web::rt::spawn(async move {
         loop {
@@ -169,6 +211,7 @@ pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     handle.stop(true).await;
     let _ = server.await;
     sweeper.abort();
+    update_timer.abort();
     if let Some(t) = inventory_refresh {
         t.abort();
     }

@@ -94,6 +94,11 @@ types! {
     THERMAL_METRICS = RfType::new("ThermalMetrics", "v1_3_2");
     FAN = RfType::new("Fan", "v1_6_0");
     FAN_COLLECTION = RfType::collection("FanCollection");
+    POWER_SUBSYSTEM = RfType::new("PowerSubsystem", "v1_1_3");
+    BOOT_OPTION = RfType::new("BootOption", "v1_0_6");
+    BOOT_OPTION_COLLECTION = RfType::collection("BootOptionCollection");
+    POWER_SUPPLY = RfType::new("PowerSupply", "v1_6_0");
+    POWER_SUPPLY_COLLECTION = RfType::collection("PowerSupplyCollection");
     SOFTWARE_INVENTORY = RfType::new("SoftwareInventory", "v1_13_0");
     SOFTWARE_INVENTORY_COLLECTION = RfType::collection("SoftwareInventoryCollection");
     STORAGE = RfType::new("Storage", "v1_21_0");
@@ -122,11 +127,21 @@ types! {
     COMPONENT_INTEGRITY_COLLECTION = RfType::collection("ComponentIntegrityCollection");
     TRUSTED_COMPONENT = RfType::new("TrustedComponent", "v1_4_0");
     TRUSTED_COMPONENT_COLLECTION = RfType::collection("TrustedComponentCollection");
+    TASK_SERVICE = RfType::new("TaskService", "v1_3_0");
+    TASK = RfType::new("Task", "v1_7_4");
+    TASK_COLLECTION = RfType::collection("TaskCollection");
 }
 
 /// Keel's own OEM schema (CSDL and JSON Schema in `schemas/`, served at `/redfish/v1/schema/`).
 pub const KEEL_OEM_NAMESPACE: &str = "KeelManager";
 pub const KEEL_OEM_VERSION: &str = "v1_0_0";
+/// Every Keel OEM schema: (namespace, version, the type its `Oem.Keel` objects carry).
+pub const KEEL_OEM_SCHEMAS: &[(&str, &str, &str)] = &[
+    (KEEL_OEM_NAMESPACE, KEEL_OEM_VERSION, "Manager"),
+    ("KeelComputerSystem", "v1_0_0", "ComputerSystem"),
+    ("KeelVolume", "v1_0_0", "Volume"),
+    ("KeelUpdateService", "v1_0_0", "UpdateService"),
+];
 
 pub fn by_name(name: &str) -> Option<RfType> {
     ALL.iter().copied().find(|t| t.name == name)

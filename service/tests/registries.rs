@@ -1,7 +1,7 @@
 //! The privileges every route declares and the message texts keeld emits must match the DMTF
 //! publications in the shared schema bundle (`../shared/redfish-schemas`, or `$KEEL_SHARED`).
 
-use keeld::messages::{base, resource_event, MessageDef, BASE_REGISTRY, RESOURCE_EVENT_REGISTRY};
+use keeld::messages::{base, resource_event, task_event, update, MessageDef, BASE_REGISTRY, RESOURCE_EVENT_REGISTRY, TASK_EVENT_REGISTRY, UPDATE_REGISTRY};
 use keeld::privilege::Requirement;
 use keeld::tree::Tree;
 use serde_json::Value;
@@ -50,6 +50,36 @@ fn resource_event_messages_match_the_published_registry() {
         let m = &reg["Messages"][d.key];
         assert_eq!(m["Message"], d.text, "{}", d.key);
         assert_eq!(m["MessageSeverity"], d.severity, "{}", d.key);
+    }
+}
+
+#[test]
+fn task_event_messages_match_the_published_registry() {
+    check_messages(TASK_EVENT_REGISTRY, task_event::ALL);
+    let reg = load(TASK_EVENT_REGISTRY);
+    let ours: BTreeSet<&str> = task_event::ALL.iter().map(|d| d.key).collect();
+    let theirs: BTreeSet<&str> = reg["Messages"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(ours, theirs, "every TaskEvent message is defined");
+}
+
+#[test]
+fn update_messages_match_the_published_registry() {
+    check_messages(UPDATE_REGISTRY, update::ALL);
+    let reg = load(UPDATE_REGISTRY);
+    let ours: BTreeSet<&str> = update::ALL.iter().map(|d| d.key).collect();
+    let theirs: BTreeSet<&str> = reg["Messages"].as_object().unwrap().iter().filter(|(_, m)| m.get("Deprecated").is_none()).map(|(k, _)| k.as_str()).collect();
+    assert_eq!(ours, theirs, "every Update message that is not deprecated is defined");
+}
+
+/// Registry versions: each constant names a file of the bundle, and MessageIds use its Major.Minor.
+#[test]
+fn registry_prefixes_are_major_minor_of_the_files() {
+    use keeld::messages::{BASE_PREFIX, RESOURCE_EVENT_PREFIX, TASK_EVENT_PREFIX, UPDATE_PREFIX};
+    for (full, prefix) in [(BASE_REGISTRY, BASE_PREFIX), (RESOURCE_EVENT_REGISTRY, RESOURCE_EVENT_PREFIX), (TASK_EVENT_REGISTRY, TASK_EVENT_PREFIX), (UPDATE_REGISTRY, UPDATE_PREFIX)] {
+        let reg = load(full);
+        let v = format!("{}.{}", reg["RegistryPrefix"].as_str().unwrap(), reg["RegistryVersion"].as_str().unwrap());
+        assert_eq!(v, full);
+        assert_eq!(full.rsplit_once('.').unwrap().0, prefix);
     }
 }
 

@@ -29,6 +29,7 @@ pub const FILES: &[Capture] = &[
     Capture { path: "/sys/firmware/dmi/tables", depth: 1, follow: 1 },
     Capture { path: "/sys/devices/system/cpu", depth: 3, follow: 1 },
     Capture { path: "/sys/class/hwmon", depth: 2, follow: 2 },
+    Capture { path: "/sys/class/power_supply", depth: 2, follow: 2 },
     Capture { path: "/sys/bus/pci/devices", depth: 2, follow: 2 },
     Capture { path: "/usr/share/misc/pci.ids", depth: 0, follow: 1 },
     Capture { path: "/usr/share/hwdata/pci.ids", depth: 0, follow: 1 },
@@ -127,8 +128,9 @@ pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
         fs::write(cmd_dir.join(command_key(prog, args)), serde_json::to_vec_pretty(&out)?)?;
         commands += 1;
     }
-    // Storage: smartctl for each drive.
-    for (prog, args) in crate::inventory::storage::commands(host) {
+    // Storage: smartctl for each drive; network: ethtool for each NIC; LUKS headers and how this
+    // boot opened them.
+    for (prog, args) in crate::inventory::storage::commands(host).into_iter().chain(crate::inventory::network::commands(host)).chain(crate::crypt::commands(host)) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         fs::write(cmd_dir.join(command_key(&prog, &args)), serde_json::to_vec_pretty(&host.run(&prog, &args))?)?;
         commands += 1;

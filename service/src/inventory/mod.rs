@@ -7,10 +7,12 @@ pub mod journal;
 pub mod memory;
 pub mod pci;
 pub mod network;
+pub mod power;
 pub mod secureboot;
 pub mod smbios;
 pub mod software;
 pub mod storage;
+pub mod uevent;
 
 use crate::host::Host;
 use serde::Serialize;
@@ -36,6 +38,7 @@ pub struct Inventory {
     pub software: Vec<software::Component>,
     pub firmware: Vec<software::Component>,
     pub sensors: Vec<hwmon::Sensor>,
+    pub power_supplies: Vec<power::Supply>,
     pub pci: Vec<pci::Device>,
     pub storage: Vec<storage::Controller>,
     pub network: network::Network,
@@ -98,6 +101,7 @@ impl Inventory {
         m.extend(self.processors.iter().map(|p| (systems::processor_uri(p.socket), "Processor")));
         m.extend((0..self.memory.len()).map(|i| (systems::dimm_uri(i), "Memory")));
         m.extend(self.sensors.iter().map(|s| (sensors::sensor_uri(&s.id), "Sensor")));
+        m.extend(self.power_supplies.iter().map(|p| (sensors::power_supply_uri(&p.id), "PowerSupply")));
         m.extend(self.pci.iter().map(|d| (pcie::device_uri(&d.id), "PCIeDevice")));
         m.extend(self.network.interfaces.iter().map(|i| (network::iface_uri(&i.name), "EthernetInterface")));
         m.extend(self.network.adapters.iter().map(|a| (network::adapter_uri(&a.id), "NetworkAdapter")));
@@ -116,6 +120,7 @@ impl Inventory {
             software: software::software(host),
             firmware: software::firmware(host),
             sensors: hwmon::sensors(host),
+            power_supplies: power::supplies(host),
             pci: pci::devices(host, &pci::PciIds::load(host)),
             storage: storage::controllers(host, smart),
             network: network::read(host),

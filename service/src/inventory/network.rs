@@ -112,6 +112,8 @@ pub struct Adapter {
     pub manufacturer: Option<String>,
     pub model: Option<String>,
     pub driver: Option<String>,
+    /// The firmware the card runs (`ethtool -i` of its first port), when it reports one.
+    pub firmware: Option<String>,
     /// The interfaces (ports) on it, in PCI function order.
     pub ports: Vec<String>,
 }
@@ -618,6 +620,7 @@ fn adapters(host: &Host, interfaces: &[Interface]) -> Vec<Adapter> {
                 subsystem_vendor_id,
                 subsystem_id,
                 driver: i.driver.clone(),
+                firmware: None,
                 ports: vec![],
             },
         );
@@ -625,15 +628,58 @@ fn adapters(host: &Host, interfaces: &[Interface]) -> Vec<Adapter> {
     order.sort();
     for (id, _, name) in order {
         if let Some(a) = by_id.get_mut(&id) {
+            if a.ports.is_empty() {
+                a.firmware = firmware_version(host, &name);
+            }
             a.ports.push(name);
         }
     }
     by_id.into_values().collect()
 }
 
+fn ethtool_info_args(ifname: &str) -> Vec<String> {
+    vec!["-i".into(), ifname.into()]
+}
+
+/// The `firmware-version:` line of `ethtool -i IFACE`; `None` when the driver reports none (virtio,
+/// many USB NICs) or ethtool fails.
+fn firmware_version(host: &Host, ifname: &str) -> Option<String> {
+    let args = ethtool_info_args(ifname);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = host.run("ethtool", &args);
+    if out.status != 0 {
+        return None;
+    }
+    parse_firmware_version(&out.stdout)
+}
+
+fn parse_firmware_version(text: &str) -> Option<String> {
+    let v = text.lines().find_map(|l| l.strip_prefix("firmware-version:"))?.trim();
+    (!v.is_empty() && v != "N/A" && !v.chars().any(char::is_control)).then(|| v.to_string())
+}
+
+/// The commands `keeld host record` runs for the network besides the fixed ones: `ethtool -i` of
+/// each interface backed by a device.
+pub fn commands(host: &Host) -> Vec<(String, Vec<String>)> {
+    host.list("/sys/class/net")
+        .into_iter()
+        .filter(|n| host.link(&format!("/sys/class/net/{n}/device")).is_some())
+        .map(|n| ("ethtool".to_string(), ethtool_info_args(&n)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ethtool_firmware_versions() {
+        let out = "driver: ice\nversion: 6.1.0\nfirmware-version: 4.40 0x8001c967 1.3534.0\nbus-info: 0000:3b:00.0\n";
+        assert_eq!(parse_firmware_version(out).as_deref(), Some("4.40 0x8001c967 1.3534.0"));
+        assert_eq!(parse_firmware_version("driver: virtio_net\nfirmware-version: \n"), None);
+        assert_eq!(parse_firmware_version("driver: r8152\nfirmware-version: N/A\n"), None);
+        assert_eq!(parse_firmware_version("garbage"), None);
+    }
 
     #[test]
     fn leases_and_pci_addresses() {

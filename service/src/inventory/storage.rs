@@ -16,6 +16,8 @@ pub enum Kind {
     SAS,
     USB,
     Virtio,
+    /// Disk image files of the simulated platform (`--crypt-volume`).
+    Image,
     Other,
 }
 
@@ -28,6 +30,7 @@ impl Kind {
             Kind::SAS => "SAS",
             Kind::USB => "USB",
             Kind::Virtio => "virtio",
+            Kind::Image => "Image",
             Kind::Other => "Storage",
         }
     }
@@ -38,7 +41,7 @@ impl Kind {
             Kind::SATA => Some("SATA"),
             Kind::SAS => Some("SAS"),
             Kind::USB => Some("USB"),
-            Kind::Virtio | Kind::Other => None,
+            Kind::Virtio | Kind::Image | Kind::Other => None,
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct Volume {
     pub luks: String,
     /// Drive Ids (within the same Storage) the volume lives on.
     pub drives: Vec<String>,
+    /// The LUKS device under the mapping (`/dev/nvme0n1p2`), or the image file.
+    pub device: Option<String>,
 }
 
 // ---------------------------------------------------------------- smartctl JSON (7.x)
@@ -641,6 +646,7 @@ fn add_volumes(host: &Host, ctrls: &mut [Controller]) {
                     capacity_bytes: num(host, &format!("{b}/size")).map(|s| s * 512),
                     luks: luks.into(),
                     drives: vec![drive_id],
+                    device: Some(format!("/dev/{slave}")),
                 });
             }
         }

@@ -16,6 +16,8 @@ pub enum Ty {
     Str { min: usize, max: usize },
     /// A secret string: never echoed back in messages.
     Secret { max: usize },
+    /// An array of secret strings (e.g. recovery keys): no element is ever echoed back.
+    SecretList { max_items: usize, max: usize },
     Enum(&'static [&'static str]),
     /// An absolute http(s) URI.
     Uri,
@@ -121,6 +123,14 @@ fn check_value(u: Use, ty: &Ty, v: &Value, path: &str, errs: &mut Vec<Message>) 
             None => errs.push(type_err(u, &Value::String("<hidden>".into()), path)),
             Some(s) if s.len() > *max => errs.push(Message::base(&base::PASSWORD_INCORRECT_LENGTH, &[]).related(path)),
             _ => {}
+        },
+        Ty::SecretList { max_items, max } => match v.as_array() {
+            Some(a) if a.iter().all(Value::is_string) && a.len() <= *max_items => {
+                if a.iter().any(|s| s.as_str().is_some_and(|s| s.len() > *max)) {
+                    errs.push(Message::base(&base::PASSWORD_INCORRECT_LENGTH, &[]).related(path));
+                }
+            }
+            _ => errs.push(type_err(u, &Value::String("<hidden>".into()), path)),
         },
         Ty::Enum(allowed) => match v.as_str() {
             None => errs.push(type_err(u, v, path)),

@@ -366,7 +366,13 @@ async fn get(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse> {
         GetKind::Raw { f, content_type } => {
             return match f(req).await? {
                 Reply::Raw(r) => Ok(r),
-                Reply::Json { status, body, .. } => Ok(HttpResponse::build(status).content_type(*content_type).body(body.to_string())),
+                Reply::Json { status, body, headers } => {
+                    let mut b = HttpResponse::build(status);
+                    for (k, v) in headers {
+                        b.insert_header((k, v));
+                    }
+                    Ok(b.content_type(*content_type).body(body.to_string()))
+                }
                 Reply::Empty(s) => Ok(HttpResponse::build(s).finish()),
             };
         }
@@ -523,6 +529,10 @@ async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> R
     if op.present.is_some_and(|p| !p(&req.keel)) {
         return Err(RfError::not_found(&req.path));
     }
+    let f = match &op.f {
+        super::PostFn::Stream { f, .. } => return Ok(reply_response(f(req, payload).await?)),
+        super::PostFn::Json(f) => f,
+    };
     let bytes = read_body(srv, &req.http, payload).await?;
     check_content_type(&req.http, &bytes)?;
     let body = if bytes.iter().all(|b| b.is_ascii_whitespace()) && op.action.is_some() { Map::new() } else { parse_object(&bytes)? };
@@ -536,7 +546,7 @@ async fn post(srv: &Server, route: &Route, req: Req, payload: web::Payload) -> R
     if route.get.is_some() {
         check_if_match(route, &req).await?;
     }
-    let reply = (op.f)(req.clone(), body).await?;
+    let reply = f(req.clone(), body).await?;
     if let Reply::Json { status, headers, .. } = &reply {
         if *status == StatusCode::CREATED {
             if let Some((_, loc)) = headers.iter().find(|(k, _)| *k == "Location") {
@@ -556,7 +566,10 @@ async fn delete(srv: &Server, route: &Route, req: Req) -> RfResult<HttpResponse>
     let rtype = resource_type_of(srv, &req.path);
     let path = req.path.clone();
     let reply = (op.f)(req).await?;
-    srv.keel.events.resource_event(&resource_event::RESOURCE_REMOVED, &path, &rtype, &[]);
+    // A DELETE of what is not a resource (a task monitor: it cancels the task) removes none.
+    if route.rtype.is_some() {
+        srv.keel.events.resource_event(&resource_event::RESOURCE_REMOVED, &path, &rtype, &[]);
+    }
     Ok(reply_response(reply))
 }
 

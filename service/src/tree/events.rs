@@ -89,7 +89,7 @@ async fn service(r: Req) -> RfResult<Value> {
         "DeliveryRetryAttempts": s.retry_attempts,
         "DeliveryRetryIntervalSeconds": s.retry_interval,
         "EventFormatTypes": ["Event"],
-        "RegistryPrefixes": ["ResourceEvent", "Base"],
+        "RegistryPrefixes": super::registries::REGISTRIES.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
         "ResourceTypes": types::ALL.iter().filter(|t| t.version.is_some()).map(|t| t.name).collect::<Vec<_>>(),
         "ServerSentEventUri": SSE_URI,
         "SSEFilterPropertiesSupported": {
@@ -186,7 +186,7 @@ fn strs(b: &Map<String, Value>, k: &str) -> Vec<String> {
 async fn create(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let prefixes = strs(&b, "RegistryPrefixes");
     for p in &prefixes {
-        if !["ResourceEvent", "Base"].contains(&p.as_str()) {
+        if !super::registries::REGISTRIES.iter().any(|(id, _)| id == p) {
             return Err(RfError::not_in_list(&json!(p), "RegistryPrefixes"));
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 pub const MANAGER: &str = "/redfish/v1/Managers/keel";
 const RESET_TYPES: &[&str] = &["GracefulRestart", "ForceRestart"];
-const RESET: &[Prop] = &[Prop::new("ResetType", Ty::Enum(RESET_TYPES), "How to restart keeld (both restart the daemon; default GracefulRestart).")];
+const RESET: &[Prop] = &[Prop::new("ResetType", Ty::Enum(RESET_TYPES), "How to restart keeld (both restart the daemon, through systemd when keeld runs as a unit; default GracefulRestart).")];
 
 pub fn register(t: &mut Tree) {
     t.add(Tree::route("/redfish/v1/Managers", "ManagerCollection", Some(types::MANAGER_COLLECTION)).get(LOGIN, list));
@@ -90,9 +90,22 @@ async fn reset(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let kind = b.get("ResetType").and_then(Value::as_str).unwrap_or("GracefulRestart").to_string();
     log::info!("Manager.Reset ({kind}) requested by {}", r.principal().user);
     let keel = r.keel.clone();
-    // Answer first, then restart.
+    // Answer first, then restart: as a systemd unit, systemd restarts keeld's unit; otherwise
+    // keeld re-executes itself in place.
     actix_web::rt::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if let Ok(id) = std::env::var("INVOCATION_ID") {
+            let bus = keel.cfg.power_bus.clone();
+            match actix_web::web::block(move || crate::power::restart_own_unit(bus.as_deref(), &id)).await {
+                Ok(Ok(Some(unit))) => {
+                    log::info!("Manager.Reset: systemd restarts {unit}");
+                    return;
+                }
+                Ok(Ok(None)) => log::info!("Manager.Reset: keeld is not its unit's main process; re-executing"),
+                Ok(Err(e)) => log::warn!("Manager.Reset: systemd could not restart keeld's unit ({e}); re-executing"),
+                Err(e) => log::warn!("Manager.Reset: {e}; re-executing"),
+            }
+        }
         keel.restart.notify_one();
     });
     Ok(Reply::Empty(StatusCode::NO_CONTENT))

@@ -3,7 +3,7 @@
 use super::{collection, Reply, Req, Tree};
 use crate::messages::{RfError, RfResult};
 use crate::privilege::{Requirement::NoAuth, LOGIN};
-use crate::types::{self, RfType, KEEL_OEM_NAMESPACE, KEEL_OEM_VERSION};
+use crate::types::{self, RfType, KEEL_OEM_SCHEMAS};
 use actix_web::HttpResponse;
 use serde_json::{json, Value};
 
@@ -11,6 +11,12 @@ use serde_json::{json, Value};
 pub const OEM_FILES: &[(&str, &str, &str)] = &[
     ("KeelManager_v1.xml", "application/xml", include_str!("../../../schemas/KeelManager_v1.xml")),
     ("KeelManager.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelManager.v1_0_0.json")),
+    ("KeelComputerSystem_v1.xml", "application/xml", include_str!("../../../schemas/KeelComputerSystem_v1.xml")),
+    ("KeelComputerSystem.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelComputerSystem.v1_0_0.json")),
+    ("KeelVolume_v1.xml", "application/xml", include_str!("../../../schemas/KeelVolume_v1.xml")),
+    ("KeelVolume.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelVolume.v1_0_0.json")),
+    ("KeelUpdateService_v1.xml", "application/xml", include_str!("../../../schemas/KeelUpdateService_v1.xml")),
+    ("KeelUpdateService.v1_0_0.json", "application/json", include_str!("../../../schemas/KeelUpdateService.v1_0_0.json")),
 ];
 
 pub fn register(t: &mut Tree) {
@@ -27,6 +33,8 @@ const SUPPORT: &[(&str, &[&str])] = &[
     ("RedfishExtensions", &["RedfishExtensions.v1_0_0"]),
     ("Message", &["Message", "Message.v1_3_0"]),
     ("Privileges", &["Privileges", "Privileges.v1_0_0"]),
+    // OperationApplyTimeSupport and MaintenanceWindow annotations (UpdateService).
+    ("Settings", &["Settings", "Settings.v1_4_0"]),
 ];
 
 pub fn metadata_xml() -> String {
@@ -48,10 +56,9 @@ pub fn metadata_xml() -> String {
     for (file, ns) in SUPPORT {
         reference(format!("http://redfish.dmtf.org/schemas/v1/{file}_v1.xml"), ns.iter().map(|s| s.to_string()).collect());
     }
-    reference(
-        format!("/redfish/v1/schema/{KEEL_OEM_NAMESPACE}_v1.xml"),
-        vec![KEEL_OEM_NAMESPACE.into(), format!("{KEEL_OEM_NAMESPACE}.{KEEL_OEM_VERSION}")],
-    );
+    for (ns, version, _) in KEEL_OEM_SCHEMAS {
+        reference(format!("/redfish/v1/schema/{ns}_v1.xml"), vec![ns.to_string(), format!("{ns}.{version}")]);
+    }
     x.push_str(&format!(
         "  <edmx:DataServices>\n    <Schema xmlns=\"http://docs.oasis-open.org/odata/ns/edm\" Namespace=\"Service\">\n      <EntityContainer Name=\"Service\" Extends=\"ServiceRoot.{}.ServiceContainer\"/>\n    </Schema>\n  </edmx:DataServices>\n</edmx:Edmx>\n",
         types::SERVICE_ROOT.version.unwrap()
@@ -78,16 +85,17 @@ async fn oem_file(r: Req) -> RfResult<Reply> {
 
 async fn schemas(_: Req) -> RfResult<Value> {
     let mut names: Vec<String> = types::ALL.iter().map(|t| t.name.to_string()).collect();
-    names.push(KEEL_OEM_NAMESPACE.to_string());
+    names.extend(KEEL_OEM_SCHEMAS.iter().map(|(ns, ..)| ns.to_string()));
     Ok(collection("JSON Schema Files", names.into_iter().map(|n| format!("/redfish/v1/JsonSchemas/{n}"))))
 }
 
-fn schema_file(id: &str, t: Option<RfType>) -> Value {
+/// A JsonSchemaFile: a DMTF type, or one of Keel's OEM schemas (namespace, version, type).
+fn schema_file(id: &str, t: Result<RfType, (&str, &str, &str)>) -> Value {
     let (schema, location) = match t {
-        Some(t) => (t.odata_type(), json!({ "Language": "en", "PublicationUri": t.json_schema_uri() })),
-        None => (
-            format!("#{KEEL_OEM_NAMESPACE}.{KEEL_OEM_VERSION}.Manager"),
-            json!({ "Language": "en", "Uri": format!("/redfish/v1/schema/{KEEL_OEM_NAMESPACE}.{KEEL_OEM_VERSION}.json") }),
+        Ok(t) => (t.odata_type(), json!({ "Language": "en", "PublicationUri": t.json_schema_uri() })),
+        Err((ns, version, entity)) => (
+            format!("#{ns}.{version}.{entity}"),
+            json!({ "Language": "en", "Uri": format!("/redfish/v1/schema/{ns}.{version}.json") }),
         ),
     };
     json!({
@@ -103,10 +111,10 @@ fn schema_file(id: &str, t: Option<RfType>) -> Value {
 
 async fn schema(r: Req) -> RfResult<Value> {
     let id = r.param(0);
-    if id == KEEL_OEM_NAMESPACE {
-        return Ok(schema_file(id, None));
+    if let Some(oem) = KEEL_OEM_SCHEMAS.iter().find(|(ns, ..)| *ns == id) {
+        return Ok(schema_file(id, Err(*oem)));
     }
     let t = types::by_name(id).ok_or_else(|| RfError::resource_not_found("JsonSchemaFile", id))?;
-    Ok(schema_file(id, Some(t)))
+    Ok(schema_file(id, Ok(t)))
 }
 

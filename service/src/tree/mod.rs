@@ -5,11 +5,14 @@
 pub mod dispatch;
 
 pub mod accounts;
+pub mod boot;
+pub mod crypt;
 pub mod events;
 pub mod logs;
 pub mod managers;
 pub mod metadata;
 pub mod pcie;
+pub mod power;
 pub mod network;
 pub mod registries;
 pub mod root;
@@ -18,6 +21,7 @@ pub mod secureboot;
 pub mod sessions;
 pub mod storage;
 pub mod systems;
+pub mod tasks;
 pub mod update;
 pub mod tpm;
 
@@ -72,6 +76,16 @@ impl Reply {
     pub fn ok(body: Value) -> Reply {
         Reply::Json { status: StatusCode::OK, body, headers: vec![] }
     }
+    /// 202 Accepted for an operation that goes on as a task (DSP0266 "Asynchronous operations"):
+    /// `Location` is the task monitor, `Retry-After` how long to wait before polling it, and the
+    /// body the Task as it is now.
+    pub fn accepted(task: &crate::tasks::TaskHandle) -> Reply {
+        Reply::Json {
+            status: StatusCode::ACCEPTED,
+            body: task.to_json(),
+            headers: vec![("Location", task.monitor_uri()), ("Retry-After", crate::tasks::RETRY_AFTER_SECS.to_string())],
+        }
+    }
     /// 200 with a Base `Success` message, for actions that finish at once.
     pub fn success() -> Reply {
         let m = crate::messages::Message::base(&crate::messages::base::SUCCESS, &[]);
@@ -84,6 +98,16 @@ type GetFn = Arc<dyn Fn(Req) -> Fut<Value> + Send + Sync>;
 type RawFn = Arc<dyn Fn(Req) -> Fut<Reply> + Send + Sync>;
 type BodyFn = Arc<dyn Fn(Req, Map<String, Value>) -> Fut<Reply> + Send + Sync>;
 type PatchFn = Arc<dyn Fn(Req, Map<String, Value>) -> Fut<()> + Send + Sync>;
+type StreamFn = Arc<dyn Fn(Req, actix_web::web::Payload) -> Fut<Reply> + Send + Sync>;
+
+/// What a POST handler takes.
+pub enum PostFn {
+    /// The JSON body, read whole (at most `--max-body`) and checked against `PostOp::body`.
+    Json(BodyFn),
+    /// The request body as it arrives (multipart uploads of any size); `content_type` is what the
+    /// OpenAPI document names.
+    Stream { f: StreamFn, content_type: &'static str },
+}
 
 pub enum GetKind {
     /// A JSON resource: query options, `$expand`, ETag and HTML apply.
@@ -110,7 +134,7 @@ pub struct PostOp {
     /// Whether the target exists at all (e.g. an action of hardware that may be absent): when it
     /// says no, a POST is a 404 before its body is looked at.
     pub present: Option<fn(&Keel) -> bool>,
-    pub f: BodyFn,
+    pub f: PostFn,
 }
 pub struct DeleteOp {
     pub req: Requirement,
@@ -205,7 +229,7 @@ impl Route {
         F: Fn(Req, Map<String, Value>) -> Fu + Send + Sync + 'static,
         Fu: Future<Output = RfResult<Reply>> + 'static,
     {
-        self.post = Some(PostOp { req, body: Some(body), action: None, summary, present: None, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self.post = Some(PostOp { req, body: Some(body), action: None, summary, present: None, f: PostFn::Json(Arc::new(move |r, b| Box::pin(f(r, b)))) });
         self
     }
     /// POST invoking an action (`.../Actions/Type.Name`).
@@ -214,7 +238,16 @@ impl Route {
         F: Fn(Req, Map<String, Value>) -> Fu + Send + Sync + 'static,
         Fu: Future<Output = RfResult<Reply>> + 'static,
     {
-        self.post = Some(PostOp { req, body: Some(body), action: Some(name), summary, present: None, f: Arc::new(move |r, b| Box::pin(f(r, b))) });
+        self.post = Some(PostOp { req, body: Some(body), action: Some(name), summary, present: None, f: PostFn::Json(Arc::new(move |r, b| Box::pin(f(r, b)))) });
+        self
+    }
+    /// POST whose body the handler reads itself, as it arrives (an upload).
+    pub fn post_stream<F, Fu>(mut self, req: Requirement, content_type: &'static str, summary: &'static str, f: F) -> Self
+    where
+        F: Fn(Req, actix_web::web::Payload) -> Fu + Send + Sync + 'static,
+        Fu: Future<Output = RfResult<Reply>> + 'static,
+    {
+        self.post = Some(PostOp { req, body: None, action: None, summary, present: None, f: PostFn::Stream { f: Arc::new(move |r, p| Box::pin(f(r, p))), content_type } });
         self
     }
     /// The POST target exists only while `f` says so.
@@ -299,7 +332,10 @@ impl Tree {
         registries::register(&mut t);
         managers::register(&mut t);
         systems::register(&mut t);
+        power::register(&mut t);
         update::register(&mut t);
+        boot::register(&mut t);
+        tasks::register(&mut t);
         sensors::register(&mut t);
         logs::register(&mut t);
         pcie::register(&mut t);
@@ -307,6 +343,7 @@ impl Tree {
         network::register(&mut t);
         secureboot::register(&mut t);
         tpm::register(&mut t);
+        crypt::register(&mut t);
         t
     }
 }

@@ -183,6 +183,11 @@ async fn interface(r: Req) -> RfResult<Value> {
     Ok(v)
 }
 
+/// The FirmwareInventory id of an adapter's firmware.
+pub fn nic_firmware_id(adapter: &str) -> String {
+    format!("NIC_{adapter}")
+}
+
 async fn adapters(r: Req) -> RfResult<Value> {
     check_chassis(&r)?;
     let inv = r.keel.inventory();
@@ -201,6 +206,10 @@ async fn adapter(r: Req) -> RfResult<Value> {
         "Status": { "State": "Enabled", "Health": "OK" },
         "Controllers": [{ "ControllerCapabilities": { "NetworkPortCount": a.ports.len() } }],
     });
+    if let Some(fw) = &a.firmware {
+        v["Controllers"][0]["FirmwarePackageVersion"] = json!(fw);
+        v["Controllers"][0]["Links"] = json!({ "ActiveSoftwareImage": link(super::update::firmware_uri(&nic_firmware_id(&a.id))) });
+    }
     if let Some(m) = &a.manufacturer {
         v["Manufacturer"] = json!(m);
     }

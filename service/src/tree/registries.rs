@@ -1,13 +1,19 @@
 //! The Registries collection: the message registries keeld uses, at their DMTF publication URIs.
 
 use super::{collection, Req, Tree};
-use crate::messages::{RfError, RfResult, BASE_REGISTRY, RESOURCE_EVENT_REGISTRY};
+use crate::messages::{RfError, RfResult, BASE_REGISTRY, RESOURCE_EVENT_REGISTRY, TASK_EVENT_REGISTRY, UPDATE_REGISTRY};
 use crate::privilege::LOGIN;
 use crate::types;
 use serde_json::{json, Value};
 
-/// (Id, full registry name with version) of every registry whose messages keeld emits.
-pub const REGISTRIES: &[(&str, &str)] = &[("Base", BASE_REGISTRY), ("ResourceEvent", RESOURCE_EVENT_REGISTRY)];
+/// (Id, full registry name with version) of every registry whose messages keeld emits; the Ids
+/// are also the RegistryPrefixes the EventService offers.
+pub const REGISTRIES: &[(&str, &str)] = &[
+    ("Base", BASE_REGISTRY),
+    ("ResourceEvent", RESOURCE_EVENT_REGISTRY),
+    ("TaskEvent", TASK_EVENT_REGISTRY),
+    ("Update", UPDATE_REGISTRY),
+];
 
 pub fn register(t: &mut Tree) {
     t.add(Tree::route("/redfish/v1/Registries", "MessageRegistryFileCollection", Some(types::MESSAGE_REGISTRY_FILE_COLLECTION)).get(LOGIN, list));

@@ -46,6 +46,7 @@ async fn service_root(r: Req) -> RfResult<Value> {
         "Registries": link("/redfish/v1/Registries"),
         "JsonSchemas": link("/redfish/v1/JsonSchemas"),
         "UpdateService": link("/redfish/v1/UpdateService"),
+        "Tasks": link("/redfish/v1/TaskService"),
         "ComponentIntegrity": link(super::tpm::COLLECTION),
         "Links": { "Sessions": link("/redfish/v1/SessionService/Sessions") },
     }))
@@ -64,6 +65,7 @@ async fn odata(_: Req) -> RfResult<Value> {
         ("Registries", "/redfish/v1/Registries"),
         ("JsonSchemas", "/redfish/v1/JsonSchemas"),
         ("UpdateService", "/redfish/v1/UpdateService"),
+        ("Tasks", "/redfish/v1/TaskService"),
         ("ComponentIntegrity", "/redfish/v1/ComponentIntegrity"),
         ("Sessions", "/redfish/v1/SessionService/Sessions"),
     ];

@@ -1,4 +1,6 @@
-//! Chassis sensors (hwmon): Sensors, and the ThermalSubsystem with its fans and temperatures.
+//! Chassis sensors (hwmon): Sensors, the ThermalSubsystem with its fans and temperatures, and the
+//! PowerSubsystem with the power supplies the kernel knows (voltage, current and power readings
+//! are Sensors).
 
 use super::{collection, link, Req, Tree};
 use crate::inventory::hwmon::{self, Kind, Sensor};
@@ -14,6 +16,19 @@ pub fn register(t: &mut Tree) {
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/ThermalSubsystem/ThermalMetrics", "ThermalMetrics", Some(types::THERMAL_METRICS)).get(LOGIN, metrics));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/ThermalSubsystem/Fans", "FanCollection", Some(types::FAN_COLLECTION)).get(LOGIN, fans));
     t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/ThermalSubsystem/Fans/{FanId}", "Fan", Some(types::FAN)).get(LOGIN, fan));
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/PowerSubsystem", "PowerSubsystem", Some(types::POWER_SUBSYSTEM)).get(LOGIN, power));
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/PowerSubsystem/PowerSupplies", "PowerSupplyCollection", Some(types::POWER_SUPPLY_COLLECTION)).get(LOGIN, supplies));
+    t.add(Tree::route("/redfish/v1/Chassis/{ChassisId}/PowerSubsystem/PowerSupplies/{PowerSupplyId}", "PowerSupply", Some(types::POWER_SUPPLY)).get(LOGIN, supply));
+}
+
+pub fn power_supply_uri(id: &str) -> String {
+    format!("{}/PowerSubsystem/PowerSupplies/{id}", super::systems::CHASSIS)
+}
+
+/// Whether the chassis shows a PowerSubsystem: it has power supplies, or voltage, current or power
+/// readings (which are its Sensors).
+pub fn has_power(inv: &crate::inventory::Inventory) -> bool {
+    !inv.power_supplies.is_empty() || inv.sensors.iter().any(|s| matches!(s.kind, Kind::Voltage | Kind::Current | Kind::Power))
 }
 
 pub fn sensor_uri(id: &str) -> String {
@@ -129,4 +144,57 @@ async fn fan(r: Req) -> RfResult<Value> {
         "SpeedPercent": { "DataSourceUri": sensor_uri(&s.id), "SpeedRPM": rpm },
         "Status": { "State": if rpm.is_some() { "Enabled" } else { "UnavailableOffline" }, "Health": health(&r, s, rpm) },
     }))
+}
+
+async fn power(r: Req) -> RfResult<Value> {
+    super::check_chassis(&r)?;
+    let inv = r.keel.inventory();
+    if !has_power(&inv) {
+        return Err(RfError::not_found(&r.path));
+    }
+    let mut v = json!({
+        "Id": "PowerSubsystem",
+        "Name": "Power Subsystem",
+        "Description": "Power supplies the host's kernel reports; voltage, current and power readings are the chassis Sensors",
+        "Status": { "State": "Enabled", "Health": "OK" },
+    });
+    if !inv.power_supplies.is_empty() {
+        v["PowerSupplies"] = link(format!("{}/PowerSubsystem/PowerSupplies", super::systems::CHASSIS));
+    }
+    Ok(v)
+}
+
+async fn supplies(r: Req) -> RfResult<Value> {
+    super::check_chassis(&r)?;
+    let inv = r.keel.inventory();
+    if inv.power_supplies.is_empty() {
+        return Err(RfError::not_found(&r.path));
+    }
+    Ok(collection("Power Supplies", inv.power_supplies.iter().map(|p| power_supply_uri(&p.id))))
+}
+
+async fn supply(r: Req) -> RfResult<Value> {
+    super::check_chassis(&r)?;
+    let inv = r.keel.inventory();
+    let id = r.param(1);
+    let p = inv.power_supplies.iter().find(|p| p.id == id).ok_or_else(|| RfError::resource_not_found("PowerSupply", id))?;
+    // Offline mains (a UPS on battery, an unplugged adapter) is a warning; absent is not a fault.
+    let (state, health) = match (p.present, p.online) {
+        (false, _) => ("Absent", None),
+        (true, Some(false)) => ("UnavailableOffline", Some("Warning")),
+        (true, _) => ("Enabled", Some("OK")),
+    };
+    let mut v = json!({
+        "Id": p.id,
+        "Name": format!("Power supply {}", p.id),
+        "PowerSupplyType": p.supply_type,
+        "Status": { "State": state },
+    });
+    if let Some(h) = health {
+        v["Status"]["Health"] = json!(h);
+    }
+    super::put(&mut v, "Manufacturer", p.manufacturer.clone());
+    super::put(&mut v, "Model", p.model.clone());
+    super::put(&mut v, "SerialNumber", p.serial.clone());
+    Ok(v)
 }

@@ -74,6 +74,7 @@ async fn storage(r: Req) -> RfResult<Value> {
             Kind::SAS => "SAS host bus adapter",
             Kind::USB => "USB mass storage",
             Kind::Virtio => "virtio block device",
+            Kind::Image => "simulated platform's disk images",
             Kind::Other => "storage controller",
         };
         let mut desc = what.to_string();
@@ -230,7 +231,7 @@ async fn controller(r: Req) -> RfResult<Value> {
             Kind::SATA => &["SATA"],
             Kind::SAS => &["SAS", "SATA"],
             Kind::USB => &["USB"],
-            Kind::Virtio | Kind::Other => &[],
+            Kind::Virtio | Kind::Image | Kind::Other => &[],
         };
         if !devices.is_empty() {
             v["SupportedDeviceProtocols"] = json!(devices);
@@ -260,11 +261,15 @@ async fn volume(r: Req) -> RfResult<Value> {
         let id = r.param(2);
         let x = c.volumes.iter().find(|v| v.id == id).ok_or_else(|| RfError::resource_not_found("Volume", id))?;
         let drives: Vec<Value> = x.drives.iter().map(|d| link(format!("{CHASSIS}/Drives/{d}"))).collect();
+        let description = match c.kind {
+            Kind::Image => format!("{} volume {} on a disk image of the simulated platform", x.luks, x.dm_name),
+            _ => format!("dm-crypt mapping {} ({})", x.dm_name, x.luks),
+        };
         let mut v = json!({
             "Id": x.id,
             "Name": format!("{} volume {}", x.luks, x.dm_name),
             "DisplayName": x.dm_name,
-            "Description": format!("dm-crypt mapping {} ({})", x.dm_name, x.luks),
+            "Description": description,
             "Status": { "State": "Enabled", "Health": "OK" },
             "Encrypted": true,
             "EncryptionTypes": ["SoftwareAssisted"],
@@ -272,6 +277,9 @@ async fn volume(r: Req) -> RfResult<Value> {
         });
         if let Some(b) = x.capacity_bytes {
             v["CapacityBytes"] = json!(b);
+        }
+        if let Some(o) = super::crypt::volume_oem(&r, &c.id, &x.id) {
+            v["Oem"] = json!({ "Keel": o });
         }
         Ok(v)
     })

@@ -47,7 +47,6 @@ async fn system(r: Req) -> RfResult<Value> {
         "Id": "system",
         "Name": "Keel host",
         "SystemType": "Physical",
-        "PowerState": "On",
         "Status": { "State": "Enabled", "Health": "OK" },
         "ProcessorSummary": {
             "Count": inv.processors.len(),
@@ -64,11 +63,22 @@ async fn system(r: Req) -> RfResult<Value> {
         "EthernetInterfaces": link(format!("{SYSTEM}/EthernetInterfaces")),
         "Links": { "Chassis": [link(CHASSIS)], "ManagedBy": [link(super::managers::MANAGER)] },
     });
+    super::power::system_props(&r, &mut v);
     if let Some(t) = super::tpm::trusted_modules(&r) {
+        // TrustedModules is deprecated in favour of Links.TrustedComponents; both are served, as
+        // clients (sushy, Ansible) still read the former.
         v["TrustedModules"] = t;
+        v["Links"]["TrustedComponents"] = json!([link(super::tpm::TRUSTED_TPM)]);
     }
     if inv.secure_boot.is_some() {
         v["SecureBoot"] = link(super::secureboot::uri());
+    }
+    if let Some(b) = super::boot::system_boot(&r) {
+        v["Boot"] = b;
+    }
+    v["Oem"] = json!({ "Keel": super::crypt::system_oem(&r) });
+    if let Some(a) = super::crypt::system_actions(&r) {
+        v["Actions"]["Oem"] = a;
     }
     if let Some(m) = inv.processors.first().and_then(|p| p.model.clone()) {
         v["ProcessorSummary"]["Model"] = json!(m);
@@ -201,8 +211,12 @@ async fn chassis(r: Req) -> RfResult<Value> {
         "Drives": link(format!("{CHASSIS}/Drives")),
         "TrustedComponents": link(format!("{CHASSIS}/TrustedComponents")),
     });
-    if super::sensors::has_thermal(&r.keel.inventory().sensors) {
+    let inv = r.keel.inventory();
+    if super::sensors::has_thermal(&inv.sensors) {
         v["ThermalSubsystem"] = link(format!("{CHASSIS}/ThermalSubsystem"));
+    }
+    if super::sensors::has_power(&inv) {
+        v["PowerSubsystem"] = link(format!("{CHASSIS}/PowerSubsystem"));
     }
     for (prop, field) in [("Manufacturer", "chassis_vendor"), ("SerialNumber", "chassis_serial"), ("AssetTag", "chassis_asset_tag")] {
         if let Some(x) = dmi(&r, field) {
