@@ -16,7 +16,7 @@
 #   6. image     `mkosi build`: raw disk, signed UKI, split partitions (incremental: warm builds reuse
 #                the cached package installation)
 #   7. firmware  OVMF Secure Boot code and a variable store with our keys enrolled (for QEMU)
-#   8. bundle    the update bundle of the same version (`keeld bundle create`, once keeld has it)
+#   8. bundle    the update bundle of the same version (`keeld bundle create`, update key)
 #
 # Defaults: output in build/image, keys in build/keys (both ignored by git), caches in
 # $KEEL_IMAGE_CACHE or /var/cache/keel-image (package cache, incremental image, tools tree, mkosi).

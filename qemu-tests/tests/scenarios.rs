@@ -104,6 +104,7 @@ fn accel_probe(ctx: &mut Ctx) -> Outcome {
 /// Boot: keeld answers; Secure Boot on with our key in db; a TPM 2.0; root (and swap) LUKS2
 /// unlocked by the TPM without any prompt; /usr on dm-verity.
 fn boot(ctx: &mut Ctx) -> Outcome {
+    let want = ctx.env()?.version;
     let m = ctx.booted()?;
     let anon = m.client();
     let c = anon.with_auth(ADMIN.0, ADMIN.1);
@@ -139,6 +140,15 @@ fn boot(ctx: &mut Ctx) -> Outcome {
     eprintln!("software inventory: {:?}", sw.iter().map(|x| format!("{} {}", x["Id"], x["Version"])).collect::<Vec<_>>());
     check(ids.contains(&"incus"), format!("Incus is not in the software inventory: {ids:?}"))?;
 
+    // The A/B slots as keeld's real platform reads them from this disk: one slot holds the booted
+    // version (partition label keel_<version>), the other is empty (_empty), and the ESP has
+    // this version's UKI.
+    let env = ctx_version(&sw)?;
+    check(env == want, format!("keeld reports OS version {env}, the image is {want}"))?;
+    check(sw.iter().any(|x| x["Id"].as_str().is_some_and(|i| i.starts_with("Slot_")) && x["Version"] == env.as_str()), format!("no slot holds version {env}: {ids:?}"))?;
+    check(sw.iter().any(|x| x["Id"].as_str().is_some_and(|i| i.starts_with("Slot_")) && x["Version"].is_null()), format!("no empty slot: {ids:?}"))?;
+    check(ids.contains(&format!("UKI_{env}").as_str()), format!("no UKI_{env} in the software inventory: {ids:?}"))?;
+
     // Root unlocked by the TPM alone: the initrd set it up with no passphrase prompt, and keeld
     // sees the LUKS2 mappings.
     let serial = m.serial_text();
@@ -172,6 +182,11 @@ fn boot(ctx: &mut Ctx) -> Outcome {
     let failed: Vec<&str> = serial.lines().filter(|l| l.contains("[FAILED]")).collect();
     check(failed.is_empty(), format!("units failed during boot:\n{}", failed.join("\n")))?;
     Ok(())
+}
+
+/// The image version as keeld reports the running OS (`os` in the software inventory).
+fn ctx_version(sw: &[Value]) -> Result<String, String> {
+    sw.iter().find(|x| x["Id"] == "os").and_then(|x| x["Version"].as_str()).map(String::from).ok_or_else(|| "no os entry in the software inventory".into())
 }
 
 // ------------------------------------------------------------------------------------ scenario 2
@@ -348,27 +363,30 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Scenarios that need work from other issues; listed so that a run says what it did not test.
 const NOT_YET: &[(&str, &str)] = &[
-    // TODO(issue 4): build bundle N+1 (scripts/image.sh --version N+1 --out ...), push it through
-    // UpdateService MultipartHttpPushUri, and pull it by SimpleUpdate from a loopback HTTP server
-    // reached through a `guestfwd=` rule on the first NIC (restrict=on keeps explicit forwards);
-    // ComputerSystem.Reset; expect version N+1 from the other usr slot (partition label
-    // keel_<N+1>), Secure Boot still on and root still unlocked by the TPM (no prompt on the console).
-    ("ab_update", "A/B update N -> N+1 (needs the A/B engine, issue 4)"),
+    // TODO(issue 4; the A/B engine and `keeld bundle create` are merged, and keeld runs the real
+    // platform on this image): build bundle N+1 (`scripts/image.sh --version N+1 --out DIR`, same
+    // keys), push it through UpdateService MultipartHttpPushUri (1.2 GB: the usr partition file is
+    // not sparse in the bundle; under TCG expect minutes), and pull it by SimpleUpdate from a
+    // loopback HTTP server reached through a `guestfwd=` rule on the first NIC (restrict=on keeps
+    // explicit forwards); ComputerSystem.Reset; expect version N+1 from the other usr slot
+    // (SoftwareInventory Slot_* with Version N+1, partition label keel_<N+1>), Secure Boot still
+    // on and root still unlocked by the TPM (no prompt on the console, as in `boot`).
+    ("ab_update", "A/B update N -> N+1 (next: the engine is merged, the scenario is not written)"),
     // TODO(issue 4): bundle N+2 whose UKI cannot finish booting (e.g. a UKI whose command line
     // makes systemd fail before boot-complete.target); after its 3 tries (keel_<N+2>+3.efi ->
     // +0-3) systemd-boot falls back to N+1; keeld reports the failed slot.
-    ("rollback", "automatic rollback after the boot tries run out (needs issue 4)"),
+    ("rollback", "automatic rollback after the boot tries run out"),
     // TODO(issue 4): Machine::power_cut() at random moments while an update is being written (>= 5
     // trials in CI); each time the machine boots, keeld answers, and the version is the old one.
-    ("power_cut", "power cut during an update (needs issue 4)"),
+    ("power_cut", "power cut during an update"),
     // TODO(issue 4): a bundle signed by another key and a tampered one are refused (extended
     // error, slot still _empty) and the machine still boots.
-    ("refusals", "foreign-key and tampered bundles refused (needs issue 4)"),
+    ("refusals", "foreign-key and tampered bundles refused"),
     // TODO(issue 5): Decommission/ResetToDefaults -> machine comes back clean (repart's
     // FactoryReset=yes partitions: root, swap); with a different OVMF vars file (another PK/db)
     // the TPM policy fails and the recovery key set through the API, typed on the serial console
     // by Machine::serial_write(), unlocks root.
-    ("factory_reset_recovery", "factory reset and recovery key (needs issue 5)"),
+    ("factory_reset_recovery", "factory reset and recovery key (needs issue 5's API on the image)"),
 ];
 
 type Scenario = fn(&mut Ctx) -> Outcome;
