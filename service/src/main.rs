@@ -128,6 +128,11 @@ enum Cmd {
         /// A `user:password` line: the first Administrator when no account exists.
         #[arg(long)]
         bootstrap_admin_file: Option<PathBuf>,
+        /// A systemd credential NAME holding that `user:password` line
+        /// (`$CREDENTIALS_DIRECTORY/NAME`, e.g. from `ImportCredential=`); ignored when absent or
+        /// when --bootstrap-admin-file is given.
+        #[arg(long, value_name = "NAME")]
+        bootstrap_admin_credential: Option<String>,
         /// HTTP worker threads (default: one per CPU).
         #[arg(long)]
         workers: Option<usize>,
@@ -222,6 +227,16 @@ fn bench_inventory(dir: &std::path::Path, runs: usize) {
     ] {
         println!("{name} {:.3} {:.3}", min.as_secs_f64() * 1e3, median.as_secs_f64() * 1e3);
     }
+}
+
+/// `$CREDENTIALS_DIRECTORY/NAME` when systemd passed that credential to the service.
+fn credential_file(name: &str) -> Option<PathBuf> {
+    if name.is_empty() || name.contains('/') {
+        log::warn!("--bootstrap-admin-credential {name:?}: not a credential name");
+        return None;
+    }
+    let path = PathBuf::from(std::env::var_os("CREDENTIALS_DIRECTORY")?).join(name);
+    path.is_file().then_some(path)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -324,7 +339,8 @@ fn main() {
         Cmd::Bundle { cmd } => bundle(cmd),
         Cmd::Sim { dir, running, usr_size, cmd } => sim(&dir, &running, usr_size, cmd),
         Cmd::Host { cmd: HostCmd::BenchInventory { dir, runs } } => bench_inventory(&dir, runs.max(1)),
-        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti, power, power_bus, crypt_volume, platform, update_ca, sim_usr_size } => {
+        Cmd::Serve { listen, state_dir, tls_cert, tls_key, tls_client_ca, bootstrap_admin_file, bootstrap_admin_credential, workers, page_size, max_body, host_root, inventory_refresh, smart_interval, tpm_tcti, power, power_bus, crypt_volume, platform, update_ca, sim_usr_size } => {
+            let bootstrap_admin_file = bootstrap_admin_file.or_else(|| credential_file(bootstrap_admin_credential.as_deref()?));
             let opts = keeld::server::ServeOpts {
                 listen,
                 state_dir,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The Keel image under QEMU, in one command (as root):
+#
+#   qemu-tests/run.sh [--build] [--keeld PATH] [NAME...]
+#
+# Builds the image with scripts/image.sh if build/image/keel-image.env is missing (or always with
+# --build), makes sure the test venv with the DMTF validators exists (scripts/setup.sh), then runs
+# the scenarios (qemu-tests/tests/scenarios.rs; NAME selects some by substring). QEMU, swtpm,
+# qemu-img and OVMF come from the image's trixie tools tree, so nothing else is installed on the
+# host. Each phase's duration is printed. KEEL_IMAGE_ENV points at another build's keel-image.env.
+# --keeld PATH is passed to scripts/image.sh (e.g. target/debug/keeld, already built by the tests,
+# instead of a release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=0
+args=()
+image_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build=1 ;;
+        --keeld) image_args+=(--keeld "$2"); shift ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        *) args+=("$1") ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "qemu-tests: run as root (private network namespace, image build)" >&2; exit 1; }
+t_all=$(date +%s)
+
+t=$(date +%s)
+[ -x .venv/bin/rf_service_validator ] || [ -n "${KEEL_VENV:-}" ] || [ -x ../main/.venv/bin/rf_service_validator ] || scripts/setup.sh
+echo "qemu-tests: host set-up took $(( $(date +%s) - t ))s"
+
+envfile=${KEEL_IMAGE_ENV:-build/image/keel-image.env}
+if [ "$build" = 1 ] || [ ! -f "$envfile" ]; then
+    t=$(date +%s)
+    scripts/image.sh "${image_args[@]}"
+    echo "qemu-tests: image build took $(( $(date +%s) - t ))s"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+t=$(date +%s)
+rc=0
+cargo test -p keel-qemu-tests --test scenarios -- "${args[@]}" || rc=$?
+echo "qemu-tests: scenarios took $(( $(date +%s) - t ))s (total $(( $(date +%s) - t_all ))s)"
+exit "$rc"

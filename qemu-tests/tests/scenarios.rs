@@ -1,0 +1,458 @@
+//! The Keel image, booted and tested through Redfish. A test binary with its own runner
+//! (`harness = false`): the scenarios share one booted machine where they can (a TCG boot takes
+//! minutes), run in order, and the whole process first moves into a private network namespace.
+//!
+//!   qemu-tests/run.sh [NAME...]                      (sets up, builds the image if missing)
+//!   cargo test -p keel-qemu-tests --test scenarios -- [NAME...]
+//!
+//! NAME selects scenarios by substring (default: all that are implemented). Environment:
+//! KEEL_IMAGE_ENV (default build/image/keel-image.env), KEEL_QEMU_ACCEL=kvm|tcg (skip the probe),
+//! KEEL_QEMU_WORKDIR (default /var/tmp/keel-qemu), KEEL_QEMU_ECHO=0 (do not copy the serial console
+//! into the test log), KEEL_BOOT_TIMEOUT seconds (default 1200), KEEL_SHARED (DMTF schemas).
+
+use keel_qemu_tests::accel::{self, Accel};
+use keel_qemu_tests::image::{repo_root, ImageEnv};
+use keel_qemu_tests::machine::{Bus, Machine, Spec};
+use keel_qemu_tests::tools::Tools;
+use keel_qemu_tests::{netns, redfish::Client};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ADMIN: (&str, &str) = ("admin", "Keel-Test-Pass1");
+
+type Outcome = Result<(), String>;
+
+struct Ctx {
+    work: PathBuf,
+    env: Option<Result<ImageEnv, String>>,
+    accel: Option<(Accel, String)>,
+    machine: Option<Machine>,
+    /// `name value` lines printed in the summary (timings).
+    figures: Vec<String>,
+}
+
+impl Ctx {
+    fn env(&mut self) -> Result<ImageEnv, String> {
+        self.env.get_or_insert_with(|| ImageEnv::load(&ImageEnv::default_path())).clone()
+    }
+
+    /// QEMU and friends: the image's tools tree when keel-image.env names one.
+    fn tools(&mut self) -> Tools {
+        Tools::new(self.env().ok().and_then(|e| e.tools))
+    }
+
+    fn accel(&mut self) -> Accel {
+        let work = self.work.clone();
+        let tools = self.tools();
+        let (a, why) = self.accel.get_or_insert_with(|| accel::choose(&tools, &work));
+        eprintln!("accelerator: {} ({why})", a.name());
+        *a
+    }
+
+    fn boot_timeout() -> Duration {
+        Duration::from_secs(std::env::var("KEEL_BOOT_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(1200))
+    }
+
+    /// The standard machine, booted once and shared by the scenarios that only look at it.
+    fn booted(&mut self) -> Result<&mut Machine, String> {
+        if self.machine.as_mut().is_some_and(|m| m.running()) {
+            return Ok(self.machine.as_mut().unwrap());
+        }
+        self.machine = None;
+        let env = self.env()?;
+        let accel = self.accel();
+        let tools = self.tools();
+        let mut m = Machine::create(&env, Spec::standard("standard", ADMIN), &self.work.join("standard"), accel, &tools)?;
+        eprintln!("booting {} (image {}, {}, https on {}; serial log {})", m.spec.name, env.version, accel.name(), m.https, m.serial_log_path().display());
+        m.power_on()?;
+        let ready = m.wait_redfish(Self::boot_timeout())?;
+        self.figures.push(format!("first boot to Redfish ready ({}): {:.1} s", accel.name(), ready.as_secs_f64()));
+        eprintln!("keeld answered {:.1} s after QEMU started", ready.as_secs_f64());
+        self.machine = Some(m);
+        Ok(self.machine.as_mut().unwrap())
+    }
+}
+
+fn check(cond: bool, what: impl Into<String>) -> Outcome {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
+
+// ------------------------------------------------------------------------------------ scenario 0
+
+/// The accelerator probe: TCG must run the probe guest (so a "no" from KVM means KVM, not the
+/// probe), and deciding about KVM takes under a second.
+fn accel_probe(ctx: &mut Ctx) -> Outcome {
+    let tools = ctx.tools();
+    eprintln!("QEMU from the {}", tools.describe());
+    let t = Instant::now();
+    let tcg = accel::runs_guest(&tools, Accel::Tcg, &ctx.work, Duration::from_secs(20))?;
+    check(tcg, format!("TCG did not run the probe guest (exit code {} expected)", accel::PROBE_EXIT_CODE))?;
+    eprintln!("TCG ran the probe guest in {} ms", t.elapsed().as_millis());
+    std::env::remove_var("KEEL_QEMU_ACCEL");
+    let t = Instant::now();
+    let (a, why) = accel::choose(&tools, &ctx.work);
+    let took = t.elapsed();
+    eprintln!("KVM probe: {} ({why}) in {} ms", a.name(), took.as_millis());
+    ctx.figures.push(format!("KVM probe: {} in {} ms", a.name(), took.as_millis()));
+    check(took < Duration::from_secs(1), format!("the KVM probe took {took:?}"))
+}
+
+// ------------------------------------------------------------------------------------ scenario 1
+
+/// Boot: keeld answers; Secure Boot on with our key in db; a TPM 2.0; root (and swap) LUKS2
+/// unlocked by the TPM without any prompt; /usr on dm-verity.
+fn boot(ctx: &mut Ctx) -> Outcome {
+    let want = ctx.env()?.version;
+    let m = ctx.booted()?;
+    let anon = m.client();
+    let c = anon.with_auth(ADMIN.0, ADMIN.1);
+
+    // The bootstrap administrator came from the SMBIOS credential: the image holds no password.
+    let r = anon.get("/redfish/v1/Systems/system")?;
+    check(r.status == 401, format!("unauthenticated GET of the system answered {}", r.status))?;
+    let sys = c.get_json("/redfish/v1/Systems/system").map_err(|e| format!("admin from the SMBIOS credential: {e}"))?;
+
+    // Secure Boot, as the firmware reports it to keeld.
+    let sb = c.get_json("/redfish/v1/Systems/system/SecureBoot")?;
+    eprintln!("SecureBoot: {}", sb);
+    check(sb["SecureBootEnable"] == true, format!("SecureBootEnable: {}", sb["SecureBootEnable"]))?;
+    check(sb["SecureBootCurrentBoot"] == "Enabled", format!("SecureBootCurrentBoot: {}", sb["SecureBootCurrentBoot"]))?;
+    check(matches!(sb["SecureBootMode"].as_str(), Some("UserMode" | "DeployedMode")), format!("SecureBootMode: {}", sb["SecureBootMode"]))?;
+    let dbs = c.members("/redfish/v1/Systems/system/SecureBoot/SecureBootDatabases")?;
+    let db = dbs.iter().find(|d| d["DatabaseId"] == "db").ok_or("no db among the SecureBootDatabases")?;
+    let certs = c.members(&format!("{}/Certificates", db["@odata.id"].as_str().unwrap_or("")))?;
+    check(
+        certs.iter().any(|x| x.to_string().contains("Keel test image signing key")),
+        format!("our signing certificate is not in db: {}", Value::from(certs.clone())),
+    )?;
+
+    // The TPM.
+    let tm = &sys["TrustedModules"];
+    check(tm[0]["InterfaceType"] == "TPM2_0", format!("TrustedModules: {tm}"))?;
+    let ci = c.members("/redfish/v1/ComponentIntegrity")?;
+    check(ci.iter().any(|x| x["ComponentIntegrityType"] == "TPM"), format!("ComponentIntegrity: {}", Value::from(ci.clone())))?;
+
+    // Incus is installed and keeld sees it (`incus version`, socket-activated daemon).
+    let sw = c.members("/redfish/v1/UpdateService/SoftwareInventory")?;
+    let ids: Vec<&str> = sw.iter().filter_map(|x| x["Id"].as_str()).collect();
+    eprintln!("software inventory: {:?}", sw.iter().map(|x| format!("{} {}", x["Id"], x["Version"])).collect::<Vec<_>>());
+    check(ids.contains(&"incus"), format!("Incus is not in the software inventory: {ids:?}"))?;
+
+    // The A/B slots as keeld's real platform reads them from this disk: one slot holds the booted
+    // version (partition label keel_<version>), the other is empty (_empty), and the ESP has
+    // this version's UKI.
+    let env = ctx_version(&sw)?;
+    check(env == want, format!("keeld reports OS version {env}, the image is {want}"))?;
+    check(sw.iter().any(|x| x["Id"].as_str().is_some_and(|i| i.starts_with("Slot_")) && x["Version"] == env.as_str()), format!("no slot holds version {env}: {ids:?}"))?;
+    check(sw.iter().any(|x| x["Id"].as_str().is_some_and(|i| i.starts_with("Slot_")) && x["Version"].is_null()), format!("no empty slot: {ids:?}"))?;
+    check(ids.contains(&format!("UKI_{env}").as_str()), format!("no UKI_{env} in the software inventory: {ids:?}"))?;
+
+    // Root unlocked by the TPM alone: the initrd set it up with no passphrase prompt, and keeld
+    // sees the LUKS2 mappings.
+    let serial = m.serial_text();
+    for prompt in ["Please enter passphrase", "Enter passphrase", "recovery key"] {
+        check(!serial.contains(prompt), format!("the console asked: {prompt:?}"))?;
+    }
+    // (systemd shortens long unit names on the console: "systemd-cryptsetup@root.s…vice")
+    for line in ["Finished systemd-cryptsetup@root.s", "Finished systemd-cryptsetup@swap.s", "Activated swap dev-mapper-swap.swap"] {
+        check(serial.contains(line), format!("the console never showed {line:?}"))?;
+    }
+    let storage = c.members("/redfish/v1/Systems/system/Storage")?;
+    let mut volumes = Vec::new();
+    for s in &storage {
+        if let Some(v) = s["Volumes"]["@odata.id"].as_str() {
+            volumes.extend(c.members(v)?);
+        }
+    }
+    let luks: Vec<&Value> = volumes.iter().filter(|v| v["Encrypted"] == true && v["Name"].as_str().is_some_and(|n| n.starts_with("LUKS2"))).collect();
+    eprintln!("encrypted volumes: {:?}", luks.iter().map(|v| v["DisplayName"].clone()).collect::<Vec<_>>());
+    check(luks.iter().any(|v| v["DisplayName"] == "root"), format!("no LUKS2 volume 'root' in keeld's storage: {}", Value::from(volumes.clone())))?;
+
+    // /usr on dm-verity, its root hash from the signed UKI; the stub saw Secure Boot on.
+    check(serial.contains("Finished systemd-veritysetup@usr.s"), "the console never showed the verity setup of /usr")?;
+    check(serial.contains("UEFI Secure Boot is enabled"), "the EFI stub did not report Secure Boot enabled")?;
+
+    // Boot counting: the boot was good, so systemd-boot's entry was blessed.
+    check(serial.contains("Finished systemd-bless-boot.s"), "systemd-bless-boot did not mark the boot good")?;
+
+    // Locked down: nothing on the console offers a login; no unit failed.
+    check(!serial.contains("login:"), "the console offers a login prompt")?;
+    let failed: Vec<&str> = serial.lines().filter(|l| l.contains("[FAILED]")).collect();
+    check(failed.is_empty(), format!("units failed during boot:\n{}", failed.join("\n")))?;
+    Ok(())
+}
+
+/// The image version as keeld reports the running OS (`os` in the software inventory).
+fn ctx_version(sw: &[Value]) -> Result<String, String> {
+    sw.iter().find(|x| x["Id"] == "os").and_then(|x| x["Version"].as_str()).map(String::from).ok_or_else(|| "no os entry in the software inventory".into())
+}
+
+// ------------------------------------------------------------------------------------ scenario 2
+
+fn shared_schemas() -> PathBuf {
+    std::env::var_os("KEEL_SHARED").map(PathBuf::from).unwrap_or_else(|| repo_root().parent().unwrap().join("shared")).join("redfish-schemas")
+}
+
+/// A console script of the test venv: $KEEL_VENV, the repository's .venv, or the main tree's.
+fn venv_tool(name: &str) -> Result<PathBuf, String> {
+    let root = repo_root();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("KEEL_VENV").map(|v| vec![PathBuf::from(v)]).unwrap_or_default();
+    dirs.push(root.join(".venv"));
+    dirs.push(root.parent().unwrap().join("main/.venv"));
+    dirs.iter().map(|d| d.join("bin").join(name)).find(|p| p.exists()).ok_or_else(|| format!("{name} not found in {dirs:?}: run scripts/setup.sh"))
+}
+
+fn validator_cmd(tool: &Path, cwd: &Path) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.current_dir(cwd);
+    for v in ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+        cmd.env_remove(v);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost").env("no_proxy", "127.0.0.1,localhost");
+    cmd
+}
+
+/// The DMTF Service Validator (0 FAIL) and Protocol Validator (0 FAIL) against keeld in the guest,
+/// and the inventory: every disk and NIC QEMU was given.
+fn conformance(ctx: &mut Ctx) -> Outcome {
+    let work = ctx.work.join("conformance");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let m = ctx.booted()?;
+    let spec = m.spec.clone();
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let url = m.client().url();
+
+    // Inventory: every drive by its serial number, every NIC by its MAC address.
+    let storage = c.members("/redfish/v1/Systems/system/Storage")?;
+    let mut serials = Vec::new();
+    for s in &storage {
+        for d in s["Drives"].as_array().cloned().unwrap_or_default() {
+            let drive = c.get_json(d["@odata.id"].as_str().unwrap_or(""))?;
+            serials.push(drive["SerialNumber"].as_str().unwrap_or("").to_string());
+        }
+    }
+    eprintln!("drives: {serials:?}");
+    let mut want: Vec<(String, Bus)> = spec.disks.iter().map(|d| (d.serial.clone(), d.bus)).collect();
+    want.push((spec.boot_serial.clone(), Bus::Virtio));
+    for (serial, bus) in &want {
+        check(serials.iter().any(|s| s == serial), format!("drive {serial} ({bus:?}) is not in the inventory: {serials:?}"))?;
+    }
+    let nics = c.members("/redfish/v1/Systems/system/EthernetInterfaces")?;
+    let macs: Vec<String> = nics.iter().map(|n| n["MACAddress"].as_str().unwrap_or("").to_lowercase()).collect();
+    eprintln!("NICs: {macs:?}");
+    for mac in &spec.nics {
+        check(macs.contains(&mac.to_lowercase()), format!("NIC {mac} is not in the inventory: {macs:?}"))?;
+    }
+
+    // Service Validator, as the administrator, with the DMTF CSDL plus Keel's OEM CSDL.
+    let schemas = work.join("schemas");
+    std::fs::create_dir_all(&schemas).map_err(|e| e.to_string())?;
+    let csdl = shared_schemas().join("csdl");
+    let mut n = 0;
+    for dir in [csdl.clone(), repo_root().join("schemas")] {
+        for f in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e} (set KEEL_SHARED)", dir.display()))? {
+            let p = f.map_err(|e| e.to_string())?.path();
+            if p.extension().is_some_and(|x| x == "xml") {
+                std::os::unix::fs::symlink(&p, schemas.join(p.file_name().unwrap())).map_err(|e| e.to_string())?;
+                n += 1;
+            }
+        }
+    }
+    check(n > 100, format!("only {n} CSDL files found under {}", csdl.display()))?;
+    let rsv_dir = work.join("rsv");
+    std::fs::create_dir_all(&rsv_dir).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let out = validator_cmd(&venv_tool("rf_service_validator")?, &rsv_dir)
+        .args(["-r", &url, "-u", ADMIN.0, "-p", ADMIN.1, "--authtype", "Session", "--skipschema", "--timeout", "60"])
+        .arg("--schema_directory")
+        .arg(&schemas)
+        .arg("--logdir")
+        .arg(&rsv_dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = keel_qemu_tests::machine::strip_ansi(&String::from_utf8_lossy(&out.stdout));
+    std::fs::write(work.join("rsv-output.txt"), &stdout).ok();
+    let table = validator_table(&stdout).ok_or_else(|| format!("no result table from the Service Validator:\n{}", tail(&stdout, 60)))?;
+    eprintln!("Service Validator: {table:?} in {:.0} s (reports: {})", t.elapsed().as_secs_f64(), rsv_dir.display());
+    ctx.figures.push(format!("Service Validator against the guest: {table:?}"));
+    if table.2 != 0 || !out.status.success() {
+        let errors: Vec<String> = walk_files(&rsv_dir)
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("RedfishServiceValidatorDebug")))
+            .flat_map(|p| std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| l.contains(" - ERROR - ")).map(String::from).collect::<Vec<_>>())
+            .collect();
+        return Err(format!("Service Validator: {} FAIL (exit {:?})\n{}", table.2, out.status.code(), errors.join("\n")));
+    }
+
+    // Protocol Validator: this whole process is in a private network namespace, as
+    // tests/conformance requires (its event subscription and SSDP probes reach nothing), and the
+    // guest's own user networking is restricted.
+    let rpv = work.join("rpv");
+    let cwd = work.join("rpv-cwd");
+    std::fs::create_dir_all(&cwd).map_err(|e| e.to_string())?;
+    let ca = work.join("keeld-cert.pem");
+    std::fs::write(&ca, m_client_cert(&url)?).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let out = validator_cmd(&venv_tool("rf_protocol_validator")?, &cwd)
+        .args(["-r", &url, "-u", ADMIN.0, "-p", ADMIN.1, "--avoid-http-redirect", "--report-type", "tsv"])
+        .arg("--ca-bundle")
+        .arg(&ca)
+        .arg("--report-dir")
+        .arg(&rpv)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = keel_qemu_tests::machine::strip_ansi(&String::from_utf8_lossy(&out.stdout));
+    std::fs::write(work.join("rpv-output.txt"), format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr))).ok();
+    let results: Value = std::fs::read_to_string(rpv.join("results.json"))
+        .map_err(|e| format!("no results.json from the Protocol Validator ({e}):\n{}", tail(&stdout, 40)))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))?;
+    let counts = &results["TestResults"]["Protocol Validations"];
+    eprintln!("Protocol Validator: {counts} in {:.0} s (reports: {})", t.elapsed().as_secs_f64(), rpv.display());
+    ctx.figures.push(format!("Protocol Validator against the guest: {counts}"));
+    if counts["fail"] != 0 {
+        let fails: Vec<String> = walk_files(&rpv)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "tsv"))
+            .flat_map(|p| std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| l.contains("\tFAIL\t")).map(String::from).collect::<Vec<_>>())
+            .collect();
+        return Err(format!("Protocol Validator: {} FAIL\n{}", counts["fail"], fails.join("\n")));
+    }
+    check(out.status.success(), format!("rf_protocol_validator exited {:?}", out.status.code()))
+}
+
+fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {
+    let addr = url.trim_start_matches("https://").parse().map_err(|e| format!("{url}: {e}"))?;
+    Client::new(addr).peer_cert_pem()
+}
+
+/// (PASS, WARN, FAIL, NOT TESTED) from the Service Validator's closing table.
+fn validator_table(out: &str) -> Option<(u64, u64, u64, u64)> {
+    let lines: Vec<&str> = out.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        if cells.contains(&"PASS") && cells.contains(&"FAIL") && i + 2 < lines.len() {
+            let nums: Vec<u64> = lines[i + 2].split('|').map(str::trim).filter(|c| !c.is_empty()).filter_map(|c| c.parse().ok()).collect();
+            if nums.len() == 4 {
+                return Some((nums[0], nums[1], nums[2], nums[3]));
+            }
+        }
+    }
+    None
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk_files(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
+}
+
+// ------------------------------------------------------------------------------------ the runner
+
+/// Scenarios that need work from other issues; listed so that a run says what it did not test.
+const NOT_YET: &[(&str, &str)] = &[
+    // TODO(issue 4; the A/B engine and `keeld bundle create` are merged, and keeld runs the real
+    // platform on this image): build bundle N+1 (`scripts/image.sh --version N+1 --out DIR`, same
+    // keys), push it through UpdateService MultipartHttpPushUri (1.2 GB: the usr partition file is
+    // not sparse in the bundle; under TCG expect minutes), and pull it by SimpleUpdate from a
+    // loopback HTTP server reached through a `guestfwd=` rule on the first NIC (restrict=on keeps
+    // explicit forwards); ComputerSystem.Reset; expect version N+1 from the other usr slot
+    // (SoftwareInventory Slot_* with Version N+1, partition label keel_<N+1>), Secure Boot still
+    // on and root still unlocked by the TPM (no prompt on the console, as in `boot`).
+    ("ab_update", "A/B update N -> N+1 (next: the engine is merged, the scenario is not written)"),
+    // TODO(issue 4): bundle N+2 whose UKI cannot finish booting (e.g. a UKI whose command line
+    // makes systemd fail before boot-complete.target); after its 3 tries (keel_<N+2>+3.efi ->
+    // +0-3) systemd-boot falls back to N+1; keeld reports the failed slot.
+    ("rollback", "automatic rollback after the boot tries run out"),
+    // TODO(issue 4): Machine::power_cut() at random moments while an update is being written (>= 5
+    // trials in CI); each time the machine boots, keeld answers, and the version is the old one.
+    ("power_cut", "power cut during an update"),
+    // TODO(issue 4): a bundle signed by another key and a tampered one are refused (extended
+    // error, slot still _empty) and the machine still boots.
+    ("refusals", "foreign-key and tampered bundles refused"),
+    // TODO(issue 5): Decommission/ResetToDefaults -> machine comes back clean (repart's
+    // FactoryReset=yes partitions: root, swap); with a different OVMF vars file (another PK/db)
+    // the TPM policy fails and the recovery key set through the API, typed on the serial console
+    // by Machine::serial_write(), unlocks root.
+    ("factory_reset_recovery", "factory reset and recovery key (needs issue 5's API on the image)"),
+];
+
+type Scenario = fn(&mut Ctx) -> Outcome;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance)];
+    let selected = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
+
+    // Before any thread exists: every socket, QEMU and validator of this run lives in here.
+    if let Err(e) = netns::enter_private() {
+        eprintln!("qemu-tests: cannot enter a private network namespace ({e}); run as root");
+        println!("test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        std::process::exit(1);
+    }
+    let ifaces = netns::interfaces();
+    eprintln!("qemu-tests: private network namespace with {ifaces:?}");
+    if ifaces != ["lo"] {
+        eprintln!("qemu-tests: the network namespace is not private: {ifaces:?}");
+        std::process::exit(1);
+    }
+    let work = std::env::var_os("KEEL_QEMU_WORKDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp/keel-qemu"));
+    std::fs::create_dir_all(&work).expect("work directory");
+    let mut ctx = Ctx { work, env: None, accel: None, machine: None, figures: Vec::new() };
+
+    let t_all = Instant::now();
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for (name, f) in scenarios.iter().filter(|(n, _)| selected(n)) {
+        eprintln!("\n=============================== scenario {name}");
+        let t = Instant::now();
+        let r = f(&mut ctx);
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({secs:.0} s)");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({secs:.0} s)");
+                failures.push((name.to_string(), e));
+            }
+        }
+    }
+    for (name, why) in NOT_YET.iter().filter(|(n, _)| selected(n)) {
+        ignored += 1;
+        println!("test {name} ... ignored, {why}");
+    }
+    if let Some(m) = ctx.machine.as_mut() {
+        m.power_cut();
+        eprintln!("serial log of the standard machine: {}", m.serial_log_path().display());
+    }
+    for (name, e) in &failures {
+        println!("\n---- {name} ----\n{e}");
+    }
+    if !ctx.figures.is_empty() {
+        println!("\nfigures:");
+        for f in &ctx.figures {
+            println!("  {f}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; {ignored} ignored; 0 measured; 0 filtered out; finished in {:.2}s",
+        if failed == 0 { "ok" } else { "FAILED" },
+        t_all.elapsed().as_secs_f64()
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
