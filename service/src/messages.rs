@@ -27,17 +27,21 @@ pub struct MessageDef {
     pub resolution: &'static str,
 }
 
-macro_rules! defs {
+/// A registry's messages (`ALL` lists them for the registry test); without a resolution, "None.".
+macro_rules! registry {
     ($($name:ident = ($key:literal, $text:literal, $sev:literal, $res:literal);)*) => {
         $(pub const $name: MessageDef = MessageDef { key: $key, text: $text, severity: $sev, resolution: $res };)*
-        pub const ALL_BASE: &[&MessageDef] = &[$(&$name),*];
+        pub const ALL: &[&MessageDef] = &[$(&$name),*];
+    };
+    ($($name:ident = ($key:literal, $text:literal, $sev:literal);)*) => {
+        registry! { $($name = ($key, $text, $sev, "None.");)* }
     };
 }
 
 /// The Base registry messages keeld emits.
 pub mod base {
     use super::MessageDef;
-    defs! {
+    registry! {
         SUCCESS = ("Success", "The request completed successfully.", "OK", "None.");
         CREATED = ("Created", "The resource was created successfully.", "OK", "None.");
         GENERAL_ERROR = ("GeneralError", "A general error has occurred.  See Resolution for information on how to resolve the error, or @Message.ExtendedInfo if Resolution is not provided.", "Critical", "None.");
@@ -101,13 +105,7 @@ pub mod base {
 /// The ResourceEvent registry messages keeld emits as events.
 pub mod resource_event {
     use super::MessageDef;
-    macro_rules! rdefs {
-        ($($name:ident = ($key:literal, $text:literal, $sev:literal);)*) => {
-            $(pub const $name: MessageDef = MessageDef { key: $key, text: $text, severity: $sev, resolution: "None." };)*
-            pub const ALL: &[&MessageDef] = &[$(&$name),*];
-        };
-    }
-    rdefs! {
+    registry! {
         RESOURCE_CREATED = ("ResourceCreated", "The resource was created successfully.", "OK");
         RESOURCE_REMOVED = ("ResourceRemoved", "The resource was removed successfully.", "OK");
         RESOURCE_CHANGED = ("ResourceChanged", "One or more resource properties have changed.", "OK");
@@ -117,14 +115,6 @@ pub mod resource_event {
         RESOURCE_POWERED_OFF = ("ResourcePoweredOff", "The resource '%1' has powered off.", "OK");
         RESOURCE_POWERING_OFF = ("ResourcePoweringOff", "The resource '%1' is powering off.", "OK");
     }
-}
-
-/// A registry's messages with their resolutions; `ALL` lists them for the registry test.
-macro_rules! registry {
-    ($($name:ident = ($key:literal, $text:literal, $sev:literal, $res:literal);)*) => {
-        $(pub const $name: MessageDef = MessageDef { key: $key, text: $text, severity: $sev, resolution: $res };)*
-        pub const ALL: &[&MessageDef] = &[$(&$name),*];
-    };
 }
 
 /// The TaskEvent registry: task life-cycle messages, in a Task's `Messages` and as events.
