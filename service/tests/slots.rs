@@ -845,3 +845,47 @@ fn the_configured_platform_is_opened() {
         assert_eq!(keeld::slots::native_arch(), "x86-64");
     }
 }
+
+/// A usr image that ends in zeros (erofs in a fixed-size partition) travels without them: the
+/// signed manifest says how many zeros follow, and the engine writes them over whatever the
+/// slot held before, so the simulated UKI's hash over the whole partition matches.
+#[test]
+fn trailing_zeros_travel_as_a_count_and_are_written_over_the_old_slot() {
+    let m = Machine::new("zeros");
+    // Slot B first holds 2.0, random to its last byte.
+    let full = arts("2.0", USR_SIZE as usize);
+    assert!(m.apply(&m.bundle(&full), &m.opts()).0.is_ok());
+    assert_eq!(m.read_part(types::USR_X86_64, 1, USR_SIZE as usize), full.usr);
+
+    // 2.1: 1 MiB and 100 bytes of data, then zeros to the end of the partition.
+    let data = (1 << 20) + 100;
+    let mut a = arts("2.1", data);
+    a.usr.resize(USR_SIZE as usize, 0);
+    a.uki = sim_uki("2.1", &sha(&a.usr), USR_SIZE);
+    let b = m.bundle(&a);
+    let manifest = bundle::read_manifest(&mut std::io::Cursor::new(&b), &m.pki.ca).unwrap();
+    let usr = manifest.artifact("usr").unwrap();
+    let carried = (data as u64).div_ceil(4096) * 4096;
+    assert_eq!((usr.size, usr.zeros, usr.sha256.as_str()), (carried, USR_SIZE - carried, sha(&a.usr[..carried as usize]).as_str()));
+    assert_eq!(manifest.artifact("uki").unwrap().zeros, 0);
+    assert!(b.len() < (carried as usize) + a.verity.len() + a.sig.len() + a.uki.len() + 8192, "the bundle carries the zeros: {} bytes", b.len());
+    let out = Command::new(env!("CARGO_BIN_EXE_keeld")).arg("bundle").arg("verify").arg("--ca").arg(&m.pki.ca).arg("-").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = out;
+    child.stdin.take().unwrap().write_all(&b).unwrap();
+    assert!(child.wait().unwrap().success(), "keeld bundle verify refused a trimmed bundle");
+
+    let (r, seen) = m.apply(&b, &m.opts());
+    r.unwrap();
+    let total = USR_SIZE + (a.verity.len() + a.sig.len() + a.uki.len()) as u64;
+    let last = seen.iter().filter_map(|p| if let Progress::Writing { total_written, total_bytes, .. } = p { Some((*total_written, *total_bytes)) } else { None }).last();
+    assert_eq!(last, Some((total, total)), "progress counts the zeros written");
+    assert_eq!(m.read_part(types::USR_X86_64, 1, USR_SIZE as usize), a.usr, "2.0's bytes survive behind 2.1's data");
+    assert_eq!(m.slots.reboot().unwrap().booted.as_deref(), Some("2.1"));
+
+    // Zeros are counted against the partition: a written size past its end is refused.
+    let mut big = arts("2.2", 1 << 20);
+    big.usr.resize((USR_SIZE + (2 << 20)) as usize, 0);
+    let m2 = Machine::new("zeros-full");
+    let e = refused(&m2, &m2.bundle(&big), &m2.opts());
+    assert!(matches!(&e, ApplyError::NoSpace { need, have, .. } if *need == USR_SIZE + (2 << 20) && *have == USR_SIZE), "{e}");
+}

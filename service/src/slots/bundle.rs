@@ -9,6 +9,11 @@
 //! artifacts             each exactly `size` bytes, in manifest order
 //! ```
 //!
+//! An artifact may end in a run of zeros that the bundle does not carry: `zeros` (signed, in the
+//! manifest) says how many zero bytes follow its `size` bytes in the partition, and the engine
+//! writes them. A 1 GiB usr partition holding 300 MB of erofs travels as 300 MB. Its `sha256`
+//! covers the `size` bytes. Bundles that use this are format 2; format 1 bundles are still read.
+//!
 //! The manifest names the version, the architecture (systemd's names, e.g. `x86-64`), the oldest
 //! version it may update (`min_version`), and each artifact (`usr`, `usr-verity`,
 //! `usr-verity-sig`, `uki`) with its size and SHA-256. The signature is checked against a CA file
@@ -26,7 +31,11 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"KEELBNDL";
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+/// Trailing zeros shorter than this stay in the bundle.
+const MIN_ZEROS: u64 = 1 << 20;
+/// Stored sizes of trimmed artifacts are multiples of this (the engine's `O_DIRECT` alignment).
+const TRIM_ALIGN: u64 = 4096;
 pub const MAX_MANIFEST: u32 = 64 * 1024;
 pub const MAX_SIGNATURE: u32 = 64 * 1024;
 /// The artifacts every bundle carries, one each.
@@ -36,8 +45,22 @@ pub const ARTIFACTS: [&str; 4] = ["usr", "usr-verity", "usr-verity-sig", "uki"];
 pub struct Artifact {
     pub name: String,
     pub size: u64,
-    /// Lower-case hex.
+    /// Lower-case hex, of the `size` bytes the bundle carries.
     pub sha256: String,
+    /// Zero bytes that follow the `size` bytes in the partition (not carried by the bundle).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zeros: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Artifact {
+    /// Bytes this artifact occupies once written: the carried bytes and the zeros after them.
+    pub fn written_size(&self) -> u64 {
+        self.size.saturating_add(self.zeros)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,8 +73,13 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Bytes the bundle carries after its header.
     pub fn total_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
+    }
+    /// Bytes an apply writes (the carried bytes and the zeros).
+    pub fn written_bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.written_size()).sum()
     }
     pub fn artifact(&self, name: &str) -> Option<&Artifact> {
         self.artifacts.iter().find(|a| a.name == name)
@@ -73,6 +101,12 @@ impl Manifest {
             }
             if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
                 return m(format!("artifact {} has an invalid sha256", a.name));
+            }
+            if a.zeros > 0 && a.name == "uki" {
+                return m("the UKI cannot end in zeros the bundle does not carry".into());
+            }
+            if a.size.checked_add(a.zeros).is_none() {
+                return m(format!("artifact {} is too large", a.name));
             }
         }
         for name in ARTIFACTS {
@@ -112,7 +146,7 @@ pub fn read_head(src: &mut dyn Read) -> Result<Head, ApplyError> {
         return Err(ApplyError::Malformed("not a Keel update bundle (bad magic)".into()));
     }
     let format = read_u32(src)?;
-    if format != FORMAT {
+    if format != 1 && format != FORMAT {
         return Err(ApplyError::Malformed(format!("unsupported bundle format {format}")));
     }
     let n = read_u32(src)?;
@@ -201,8 +235,29 @@ pub fn sign(manifest: &[u8], key: &Path, cert: &Path) -> io::Result<Vec<u8>> {
     cms.to_der().map_err(io::Error::other)
 }
 
-fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut f = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+/// Where the data of a file ends: its length without the trailing zeros, rounded up to
+/// `TRIM_ALIGN` (and never past the end).
+fn data_end(path: &Path, len: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut end = len;
+    while end > 0 {
+        let n = (end.min(buf.len() as u64)) as usize;
+        let at = end - n as u64;
+        f.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            let last = at + i as u64 + 1;
+            return Ok(last.div_ceil(TRIM_ALIGN).saturating_mul(TRIM_ALIGN).min(len));
+        }
+        end = at;
+    }
+    Ok(0)
+}
+
+/// Size and SHA-256 of the first `limit` bytes of a file.
+fn sha256_file(path: &Path, limit: u64) -> io::Result<(u64, String)> {
+    let mut f = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?.take(limit);
     let mut h = openssl::sha::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -236,8 +291,11 @@ pub struct CreateArgs<'a> {
 pub fn create(args: &CreateArgs, out: &Path) -> io::Result<Manifest> {
     let mut artifacts = Vec::new();
     for (name, path) in &args.artifacts {
-        let (size, sha256) = sha256_file(path)?;
-        artifacts.push(Artifact { name: name.to_string(), size, sha256 });
+        let len = std::fs::metadata(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?.len();
+        let keep = if *name == "uki" { len } else { data_end(path, len)? };
+        let zeros = if len - keep >= MIN_ZEROS { len - keep } else { 0 };
+        let (size, sha256) = sha256_file(path, len - zeros)?;
+        artifacts.push(Artifact { name: name.to_string(), size, sha256, zeros });
     }
     let manifest = Manifest {
         version: args.version.to_string(),
@@ -258,7 +316,7 @@ pub fn create(args: &CreateArgs, out: &Path) -> io::Result<Manifest> {
         w.write_all(&(sig.len() as u32).to_be_bytes())?;
         w.write_all(&sig)?;
         for ((_, path), a) in args.artifacts.iter().zip(&manifest.artifacts) {
-            let n = io::copy(&mut File::open(path)?, &mut w)?;
+            let n = io::copy(&mut File::open(path)?.take(a.size), &mut w)?;
             if n != a.size {
                 return Err(io::Error::other(format!("{} changed while the bundle was made", path.display())));
             }

@@ -465,7 +465,7 @@ impl Slots {
         };
         let m = bundle::verify_manifest(&bundle::read_head(src)?, &opts.ca)?;
         let plan = self.lock().plan(&m, opts)?;
-        let total = m.total_bytes();
+        let total = m.written_bytes();
         progress(Progress::ManifestVerified { version: m.version.clone(), slot: plan.target.id.to_string(), total_bytes: total });
         // From here on the target slot is `_empty` until everything is verified.
         self.lock().empty_slot(&plan)?;
@@ -660,8 +660,8 @@ impl Inner {
         }
         for (name, p) in [("usr", &target.usr), ("usr-verity", &target.verity), ("usr-verity-sig", &target.sig)] {
             let a = m.artifact(name).expect("checked manifest");
-            if a.size > p.size(gpt.lba) {
-                return Err(ApplyError::NoSpace { what: format!("artifact {name} in partition {} of slot {}", p.number(), target.id), need: a.size, have: p.size(gpt.lba) });
+            if a.written_size() > p.size(gpt.lba) {
+                return Err(ApplyError::NoSpace { what: format!("artifact {name} in partition {} of slot {}", p.number(), target.id), need: a.written_size(), have: p.size(gpt.lba) });
             }
         }
         let uki = m.artifact("uki").expect("checked manifest");
@@ -879,7 +879,7 @@ fn write_artifacts(src: &mut dyn Read, m: &Manifest, plan: &Plan, tmp: &Path, pr
     let disk = OpenOptions::new().read(true).write(true).open(&plan.disk)?;
     let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&plan.disk).ok();
     let lba = gpt::logical_block_size(&disk);
-    let total = m.total_bytes();
+    let total = m.written_bytes();
     let mut done = 0u64;
     for a in &m.artifacts {
         let owned;
@@ -902,6 +902,10 @@ fn write_artifacts(src: &mut dyn Read, m: &Manifest, plan: &Plan, tmp: &Path, pr
             return Err(ApplyError::Mismatch { artifact: a.name.clone() });
         }
         done += a.size;
+        if a.zeros > 0 {
+            write_zeros(&target, a, done, total, progress).map_err(|e| space(e, &format!("artifact {}", a.name)))?;
+            done += a.zeros;
+        }
     }
     let mut b = [0u8; 1];
     loop {
@@ -1073,6 +1077,23 @@ fn stream(src: &mut dyn Read, t: &Target, a: &bundle::Artifact, before: u64, tot
         write_result?;
         Ok::<_, ApplyError>(bundle::hex(&hash))
     })
+}
+
+/// Write the `zeros` zero bytes that follow the artifact's carried bytes, then make them durable.
+fn write_zeros(t: &Target, a: &bundle::Artifact, before: u64, total: u64, progress: &mut dyn FnMut(Progress)) -> io::Result<()> {
+    let chunk = (a.zeros as usize).clamp(1, CHUNK).div_ceil(ALIGN) * ALIGN;
+    let mut buf = AlignedBuf::new(chunk);
+    let mut off = a.size;
+    let end = a.written_size();
+    while off < end {
+        let n = (end - off).min(chunk as u64) as usize;
+        write_chunk(t, &mut buf, n, off)?;
+        off += n as u64;
+        progress(Progress::Writing { artifact: a.name.clone(), written: off, size: end, total_written: before + off - a.size, total_bytes: total });
+    }
+    t.file.sync_data()?;
+    drop_cache(t.file, t.base + a.size, a.zeros);
+    Ok(())
 }
 
 fn drop_cache(file: &File, off: u64, len: u64) {
