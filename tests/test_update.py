@@ -85,7 +85,8 @@ class Bundles:
         usr = os.urandom(usr_size)
         (w / "usr").write_bytes(usr)
         (w / "verity").write_bytes(os.urandom(4096))
-        (w / "sig").write_bytes(os.urandom(512))
+        # systemd's verity signature object: the engine sets the slot's PARTUUIDs from rootHash.
+        (w / "sig").write_text(json.dumps({"rootHash": hashlib.sha256(usr).hexdigest(), "signature": "test"}))
         (w / "uki").write_text(f"KEEL-SIM-UKI 1\nversion={version}\nusrhash={hashlib.sha256(usr).hexdigest()}\nusrsize={usr_size}\n")
         out = self.d / f"{name}.keel"
         k, c = self.signers[signer]

@@ -41,7 +41,7 @@ def make_bundle(pki, out, version):
     usr = d / f"usr-{version}"
     usr.write_bytes(hashlib.sha256(version.encode()).digest() * 40000)
     (d / "verity").write_bytes(b"v" * 4096)
-    (d / "sig").write_bytes(b"s" * 256)
+    (d / "sig").write_text(json.dumps({"rootHash": hashlib.sha256(usr.read_bytes()).hexdigest(), "signature": "test"}))
     (d / f"uki-{version}").write_text(f"KEEL-SIM-UKI 1\nversion={version}\nusrhash={hashlib.sha256(usr.read_bytes()).hexdigest()}\n"
                                       f"usrsize={usr.stat().st_size}\n")
     sh(KEELD, "bundle", "create", "--version", version, "--usr", usr, "--usr-verity", d / "verity", "--usr-verity-sig", d / "sig",

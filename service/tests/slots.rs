@@ -230,6 +230,12 @@ fn sfdisk_names(disk: &Path) -> Vec<String> {
     j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap_or("").to_string()).collect()
 }
 
+fn sfdisk_uuids(disk: &Path) -> Vec<String> {
+    let out = Command::new("sfdisk").arg("--json").arg(disk).output().expect("sfdisk (fdisk package)");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p["uuid"].as_str().unwrap_or("").to_string()).collect()
+}
+
 fn refused(m: &Machine, b: &[u8], opts: &ApplyOptions) -> ApplyError {
     let before = m.snapshot();
     let (r, seen) = m.apply(b, opts);
@@ -268,6 +274,12 @@ fn apply_then_reboot_boots_the_new_slot_and_bless_keeps_it() {
     assert_eq!(m.read_part(types::USR_VERITY_SIG_X86_64, 1, a.sig.len()), a.sig);
     assert_eq!(fs::read(m.linux().join("keel_2.0+3.efi")).unwrap(), a.uki);
     assert_eq!(sfdisk_names(&m.disk()), ["esp", "keel_1.0", "keel_1.0_verity", "keel_1.0_verity_sig", "keel_2.0", "keel_2.0_verity", "keel_2.0_verity_sig", "root"]);
+    // The PARTUUIDs the initrd looks usr up by: the root hash's first and last 128 bits (as
+    // sfdisk shows them, so in the GPT's mixed-endian encoding).
+    let h = sha(&a.usr);
+    let dashed = |x: &str| format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32]).to_uppercase();
+    let uuids = sfdisk_uuids(&m.disk());
+    assert_eq!((&uuids[4], &uuids[5]), (&dashed(&h[..32]), &dashed(&h[32..])));
     sgdisk_clean(&m.disk());
     assert_eq!(m.slot_hashes(0), running);
     let st = m.slots.status().unwrap();
@@ -862,6 +874,7 @@ fn trailing_zeros_travel_as_a_count_and_are_written_over_the_old_slot() {
     let mut a = arts("2.1", data);
     a.usr.resize(USR_SIZE as usize, 0);
     a.uki = sim_uki("2.1", &sha(&a.usr), USR_SIZE);
+    a.sig = format!("{{\"rootHash\":\"{}\"}}", sha(&a.usr)).into_bytes();
     let b = m.bundle(&a);
     let manifest = bundle::read_manifest(&mut std::io::Cursor::new(&b), &m.pki.ca).unwrap();
     let usr = manifest.artifact("usr").unwrap();
@@ -888,4 +901,31 @@ fn trailing_zeros_travel_as_a_count_and_are_written_over_the_old_slot() {
     let m2 = Machine::new("zeros-full");
     let e = refused(&m2, &m2.bundle(&big), &m2.opts());
     assert!(matches!(&e, ApplyError::NoSpace { need, have, .. } if *need == USR_SIZE + (2 << 20) && *have == USR_SIZE), "{e}");
+}
+
+/// The usr-verity-sig artifact must be systemd's signature object with a root hash: without one
+/// the slot's PARTUUIDs cannot be set, so the update fails and the slot stays empty.
+#[test]
+fn a_signature_without_a_root_hash_is_refused_and_a_failed_slot_loses_its_partuuids() {
+    let m = Machine::new("nohash");
+    let before = sfdisk_uuids(&m.disk());
+    for sig in [b"not json".to_vec(), br#"{"signature":"x"}"#.to_vec(), br#"{"rootHash":"abc"}"#.to_vec()] {
+        let mut a = arts("2.0", 1 << 20);
+        a.sig = sig;
+        let e = refused(&m, &m.bundle(&a), &m.opts());
+        assert!(matches!(&e, ApplyError::Malformed(why) if why.contains("rootHash") || why.contains("JSON")), "{e}");
+    }
+    assert_eq!(sfdisk_uuids(&m.disk()), before);
+    // A slot that held 2.0 and then failed: emptied with new random PARTUUIDs, so 2.0's root
+    // hash no longer finds it; slot A kept its own.
+    assert!(m.apply(&m.bundle(&arts("2.0", 1 << 20)), &m.opts()).0.is_ok());
+    let staged = sfdisk_uuids(&m.disk());
+    let mut a = arts("2.1", 1 << 20);
+    a.sig = b"{}".to_vec();
+    assert!(matches!(m.apply(&m.bundle(&a), &m.opts()).0, Err(ApplyError::Malformed(_))));
+    let after = sfdisk_uuids(&m.disk());
+    assert_eq!(after[1..4], before[1..4]);
+    assert!(after[4] != staged[4] && after[5] != staged[5], "{staged:?} -> {after:?}");
+    assert_eq!(m.slots.status().unwrap().slots[1].state, SlotState::Empty);
+    assert_eq!(m.slots.reboot().unwrap().booted.as_deref(), Some("1.0"));
 }

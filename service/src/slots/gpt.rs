@@ -374,6 +374,17 @@ impl Gpt {
         Ok(())
     }
 
+    /// Set a partition's unique GUID (its PARTUUID).
+    pub fn set_unique_guid(&mut self, index: u32, guid: Guid) -> io::Result<()> {
+        let at = index as usize * self.entry_size as usize;
+        if index >= self.num_entries || self.entries[at..at + 16] == [0; 16] {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no partition at entry {index}")));
+        }
+        self.entries[at + 16..at + 32].copy_from_slice(&guid.0);
+        self.partitions = parse_entries(&self.entries, self.entry_size);
+        Ok(())
+    }
+
     /// Rename several partitions in one update of both tables.
     pub fn relabel(&mut self, f: &File, names: &[(u32, &str)]) -> io::Result<()> {
         for (i, n) in names {

@@ -20,7 +20,7 @@ pub mod platform;
 
 use boot::Entry;
 pub use bundle::{read_manifest, Manifest};
-use gpt::{types, Gpt, Partition};
+use gpt::{types, Gpt, Guid, Partition};
 use platform::{Loader, SimLoader};
 use serde::Serialize;
 use std::fmt;
@@ -471,14 +471,17 @@ impl Slots {
         self.lock().empty_slot(&plan)?;
         let tmp = plan.linux.join(format!(".keel_{}.efi.part", m.version));
         let res = write_artifacts(src, &m, &plan, &tmp, progress);
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            let _ = fsync_dir(&plan.linux);
-            log::warn!("slots: update to {} failed, slot {} left {EMPTY}: {e}", m.version, plan.target.id);
-            return Err(e);
-        }
+        let guids = match res {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fsync_dir(&plan.linux);
+                log::warn!("slots: update to {} failed, slot {} left {EMPTY}: {e}", m.version, plan.target.id);
+                return Err(e);
+            }
+        };
         progress(Progress::Activating);
-        let applied = self.lock().activate(&plan, &tmp).inspect_err(|_| {
+        let applied = self.lock().activate(&plan, &tmp, guids).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
         log::info!("slots: version {} written to slot {}, boot entry {}", applied.version, applied.slot, applied.entry);
@@ -687,6 +690,11 @@ impl Inner {
         let t = slots.iter().find(|s| s.id == plan.target.id).expect("slot");
         let old = t.version();
         if t.parts().iter().any(|p| p.name != EMPTY) {
+            // New random PARTUUIDs too: the initrd finds usr by the PARTUUIDs its usrhash names,
+            // and a half-written slot must not be found by an old version's hash.
+            for p in [&t.usr, &t.verity] {
+                gpt.set_unique_guid(p.index, Guid::random())?;
+            }
             gpt.relabel(&f, &[(t.usr.index, EMPTY), (t.verity.index, EMPTY), (t.sig.index, EMPTY)])?;
         }
         if let Some(old) = old.filter(|v| *v != plan.running) {
@@ -700,7 +708,8 @@ impl Inner {
 
     /// Everything verified: the UKI under its entry name, the default cleared so that the newest
     /// entry boots next, and the slot labelled with the version.
-    fn activate(&self, plan: &Plan, tmp: &Path) -> Result<Applied, ApplyError> {
+    /// `guids`: the PARTUUIDs of usr and its hash tree, from the signed root hash.
+    fn activate(&self, plan: &Plan, tmp: &Path, (data_guid, hash_guid): (Guid, Guid)) -> Result<Applied, ApplyError> {
         let v = &plan.version;
         for e in self.entries()?.iter().filter(|e| &e.version == v && e.version != plan.running) {
             fs::remove_file(self.linux.join(&e.file))?;
@@ -715,6 +724,8 @@ impl Inner {
         let (mut gpt, _) = Gpt::read(&f)?;
         let slots = layout(&gpt)?;
         let t = slots.iter().find(|s| s.id == plan.target.id).expect("slot");
+        gpt.set_unique_guid(t.usr.index, data_guid)?;
+        gpt.set_unique_guid(t.verity.index, hash_guid)?;
         gpt.relabel(&f, &[(t.usr.index, &usr_label(v)), (t.verity.index, &format!("keel_{v}_verity")), (t.sig.index, &format!("keel_{v}_verity_sig"))])?;
         Ok(Applied { version: v.clone(), slot: plan.target.id.to_string(), entry })
     }
@@ -784,7 +795,9 @@ impl Inner {
         let hash = kv.get("usrhash").ok_or("no usrhash")?;
         let size: u64 = kv.get("usrsize").and_then(|s| s.parse().ok()).ok_or("no usrsize")?;
         let (gpt, slots) = self.read().map_err(|e| e.to_string())?;
-        let slot = slots.iter().find(|s| s.version().as_deref() == Some(version)).ok_or_else(|| format!("no usr partition labelled {}", usr_label(version)))?;
+        // As the initrd does: usr is the partition whose PARTUUID the root hash names.
+        let (data_guid, _) = verity_partuuids(hash).ok_or("usrhash is not a root hash")?;
+        let slot = slots.iter().find(|s| s.usr.unique_guid == data_guid).ok_or_else(|| format!("no usr partition with PARTUUID {data_guid} (from usrhash)"))?;
         if size > slot.usr.size(gpt.lba) {
             return Err("usr larger than its partition".into());
         }
@@ -874,13 +887,17 @@ struct Target<'a> {
 
 /// Stream every artifact to its place, hashing as it goes; compare each hash once its bytes are
 /// fsynced. The UKI goes to `tmp` in the ESP.
-fn write_artifacts(src: &mut dyn Read, m: &Manifest, plan: &Plan, tmp: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(), ApplyError> {
+///
+/// Returns the PARTUUIDs of usr and its hash tree that the root hash in the (verified)
+/// usr-verity-sig artifact names; an artifact without one is refused.
+fn write_artifacts(src: &mut dyn Read, m: &Manifest, plan: &Plan, tmp: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(Guid, Guid), ApplyError> {
     use std::os::unix::fs::OpenOptionsExt;
     let disk = OpenOptions::new().read(true).write(true).open(&plan.disk)?;
     let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&plan.disk).ok();
     let lba = gpt::logical_block_size(&disk);
     let total = m.written_bytes();
     let mut done = 0u64;
+    let mut guids = None;
     for a in &m.artifacts {
         let owned;
         let part = |p: &Partition| Target { file: &disk, direct: direct.as_ref(), base: p.offset(lba), room: p.size(lba) };
@@ -903,14 +920,23 @@ fn write_artifacts(src: &mut dyn Read, m: &Manifest, plan: &Plan, tmp: &Path, pr
         }
         done += a.size;
         if a.zeros > 0 {
-            write_zeros(&target, a, done, total, progress).map_err(|e| space(e, &format!("artifact {}", a.name)))?;
+            write_zeros(&target, &a.name, a.size, a.zeros, done, total, progress).map_err(|e| space(e, &format!("artifact {}", a.name)))?;
             done += a.zeros;
+        }
+        if a.name == "usr-verity-sig" && target.room > a.written_size() {
+            // The signature is read up to the end of its partition: nothing of an older one may
+            // follow it.
+            write_zeros(&target, &a.name, a.written_size(), target.room - a.written_size(), done, total, &mut |_| {})?;
+        }
+        if a.name == "usr-verity-sig" {
+            let hash = read_root_hash(&disk, target.base, target.room)?;
+            guids = Some(verity_partuuids(&hash).ok_or_else(|| ApplyError::Malformed(format!("the usr-verity-sig artifact's rootHash {hash:?} is not a hex root hash of 128 bits or more")))?);
         }
     }
     let mut b = [0u8; 1];
     loop {
         match src.read(&mut b) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return guids.ok_or_else(|| ApplyError::Malformed("no usr-verity-sig artifact".into())),
             Ok(_) => return Err(ApplyError::Malformed("data follows the last artifact".into())),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ApplyError::Io(e)),
@@ -1080,20 +1106,40 @@ fn stream(src: &mut dyn Read, t: &Target, a: &bundle::Artifact, before: u64, tot
 }
 
 /// Write the `zeros` zero bytes that follow the artifact's carried bytes, then make them durable.
-fn write_zeros(t: &Target, a: &bundle::Artifact, before: u64, total: u64, progress: &mut dyn FnMut(Progress)) -> io::Result<()> {
-    let chunk = (a.zeros as usize).clamp(1, CHUNK).div_ceil(ALIGN) * ALIGN;
+fn write_zeros(t: &Target, name: &str, from: u64, count: u64, before: u64, total: u64, progress: &mut dyn FnMut(Progress)) -> io::Result<()> {
+    let chunk = (count as usize).clamp(1, CHUNK).div_ceil(ALIGN) * ALIGN;
     let mut buf = AlignedBuf::new(chunk);
-    let mut off = a.size;
-    let end = a.written_size();
+    let mut off = from;
+    let end = from + count;
     while off < end {
         let n = (end - off).min(chunk as u64) as usize;
         write_chunk(t, &mut buf, n, off)?;
         off += n as u64;
-        progress(Progress::Writing { artifact: a.name.clone(), written: off, size: end, total_written: before + off - a.size, total_bytes: total });
+        progress(Progress::Writing { artifact: name.to_string(), written: off, size: end, total_written: before + off - from, total_bytes: total });
     }
     t.file.sync_data()?;
-    drop_cache(t.file, t.base + a.size, a.zeros);
+    drop_cache(t.file, t.base + from, count);
     Ok(())
+}
+
+/// The PARTUUIDs of a usr partition and its hash tree as systemd derives them from a dm-verity
+/// root hash (`usrhash=`): the first 128 bits name the data partition, the last 128 bits the
+/// hash partition. systemd-repart sets them so, and the initrd looks usr up by them.
+pub fn verity_partuuids(root_hash: &str) -> Option<(Guid, Guid)> {
+    if root_hash.len() < 32 || root_hash.len() % 2 != 0 || !root_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let uuid = |hex: &str| Guid::parse(&format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]));
+    Some((uuid(&root_hash[..32])?, uuid(&root_hash[root_hash.len() - 32..])?))
+}
+
+/// `rootHash` of a usr-verity-sig partition: a JSON object (systemd's format), padded with zeros.
+fn read_root_hash(f: &File, offset: u64, size: u64) -> Result<String, ApplyError> {
+    let mut buf = vec![0u8; size.min(64 << 10) as usize];
+    f.read_exact_at(&mut buf, offset)?;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let v: serde_json::Value = serde_json::from_slice(&buf[..end]).map_err(|e| ApplyError::Malformed(format!("the usr-verity-sig artifact is not systemd's JSON signature object: {e}")))?;
+    v.get("rootHash").and_then(|h| h.as_str()).map(str::to_string).ok_or_else(|| ApplyError::Malformed("the usr-verity-sig artifact has no rootHash".into()))
 }
 
 fn drop_cache(file: &File, off: u64, len: u64) {
@@ -1130,9 +1176,14 @@ fn create_sim(dir: &Path, version: &str, usr_size: u64) -> io::Result<()> {
     let tmp = dir.join(".disk.img.tmp");
     let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
     let gpt = Gpt::create(&f, total, &parts)?;
+    let mut gpt = gpt;
     let slots = layout(&gpt)?;
     let content = sim_usr(version, usr.min(MIB) as usize);
     let usrhash = sha256_hex(&content);
+    let (data_guid, hash_guid) = verity_partuuids(&usrhash).expect("a SHA-256 root hash");
+    gpt.set_unique_guid(slots[0].usr.index, data_guid)?;
+    gpt.set_unique_guid(slots[0].verity.index, hash_guid)?;
+    gpt.write(&f)?;
     f.write_all_at(&content, slots[0].usr.offset(gpt.lba))?;
     f.write_all_at(&sim_usr(&format!("{version}-verity"), 4096), slots[0].verity.offset(gpt.lba))?;
     f.write_all_at(format!("{{\"rootHash\":\"{usrhash}\",\"signature\":\"simulated\"}}\n").as_bytes(), slots[0].sig.offset(gpt.lba))?;
