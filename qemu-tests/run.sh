@@ -4,7 +4,7 @@
 #   qemu-tests/run.sh [--build] [--keeld PATH] [NAME...]
 #
 # Builds the image with scripts/image.sh if build/image/keel-image.env is missing (or always with
-# --build), makes sure the test venv with the DMTF validators exists (scripts/setup.sh), then runs
+# --build), and version N+1 of it into build/image-next for the update scenarios, makes sure the test venv with the DMTF validators exists (scripts/setup.sh), then runs
 # the scenarios (qemu-tests/tests/scenarios.rs; NAME selects some by substring). QEMU, swtpm,
 # qemu-img and OVMF come from the image's trixie tools tree, so nothing else is installed on the
 # host. Each phase's duration is printed. KEEL_IMAGE_ENV points at another build's keel-image.env.
@@ -33,10 +33,20 @@ t=$(date +%s)
 echo "qemu-tests: host set-up took $(( $(date +%s) - t ))s"
 
 envfile=${KEEL_IMAGE_ENV:-build/image/keel-image.env}
+nextfile=${KEEL_NEXT_IMAGE_ENV:-build/image-next/keel-image.env}
 if [ "$build" = 1 ] || [ ! -f "$envfile" ]; then
     t=$(date +%s)
     scripts/image.sh "${image_args[@]}"
     echo "qemu-tests: image build took $(( $(date +%s) - t ))s"
+    rm -f "$nextfile"
+fi
+# Version N+1 for the update scenarios: the same build with the version <N>.1 (same keys, warm
+# caches), in its own output directory.
+if [ ! -f "$nextfile" ] && [ -z "${KEEL_NEXT_IMAGE_ENV:-}" ]; then
+    t=$(date +%s)
+    n=$(sed -n 's/^KEEL_VERSION=//p' "$envfile")
+    scripts/image.sh "${image_args[@]}" --version "$n.1" --out "$(dirname "$nextfile")"
+    echo "qemu-tests: image N+1 ($n.1) build took $(( $(date +%s) - t ))s"
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then

@@ -5,6 +5,8 @@
 #   3. OpenAPI                   openapi/openapi.yaml must equal `keeld openapi`
 #   4. pytest tests/             every pytest suite against real keeld processes on loopback
 #   5. conformance               DMTF Protocol/Service/Interop validators (tests/conformance)
+#   6. qemu-tests                the image built (N and N+1) and booted under QEMU: boot, conformance,
+#                                refused bundles, A/B update (qemu-tests/run.sh; KEEL_SKIP_QEMU=1 skips)
 # Every step runs even when an earlier one failed (set-up excepted); the exit status is non-zero if
 # anything failed. The DMTF schema bundle is read from ../shared (override: KEEL_SHARED).
 set -uo pipefail
@@ -16,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE=1
 # Time limits keep a hung run well inside CI's budget: each step gets at most STEP_TIMEOUT seconds
 # and the whole run at most BUDGET seconds (a step that would start after that fails at once).
 STEP_TIMEOUT=${KEEL_STEP_TIMEOUT:-1800}
-BUDGET=${KEEL_TEST_BUDGET:-3300}
+BUDGET=${KEEL_TEST_BUDGET:-4800}
 
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/keel-test.XXXXXX")
 t_all=$(date +%s)
@@ -126,6 +128,15 @@ step "cargo test --workspace" cargo cargo test --workspace
 step "openapi/openapi.yaml up to date" check bash -c openapi_check
 step "pytest tests/" pytest .venv/bin/pytest -q -rfEs -p no:cacheprovider tests --ignore=tests/conformance
 step "conformance (DMTF validators)" pytest .venv/bin/pytest -q -rfEs -s -p no:cacheprovider tests/conformance
+# The image under QEMU: builds it (and version N+1) with this keeld, then boots, validates, refuses
+# bad bundles and updates it (qemu-tests/). KEEL_SKIP_QEMU=1 leaves it out of a quick local run.
+if [ "${KEEL_SKIP_QEMU:-0}" = 1 ]; then
+    echo
+    echo "=============================== qemu-tests: skipped (KEEL_SKIP_QEMU=1)"
+    rows+=("$(printf '  %-4s  %-34s' SKIP "qemu-tests (the image under QEMU)")")
+else
+    STEP_TIMEOUT=${KEEL_QEMU_TIMEOUT:-3000} step "qemu-tests (the image under QEMU)" cargo qemu-tests/run.sh --build --keeld target/debug/keeld
+fi
 
 echo
 echo "=============================== summary ($(( $(date +%s) - t_all ))s, logs in $logdir)"

@@ -74,6 +74,31 @@ impl Spec {
     }
 }
 
+/// The guest-side address of the harness's file server.
+pub const GUEST_HTTP: &str = "10.0.2.100";
+
+/// One HTTP/1.1 GET per connection, on stdin/stdout (QEMU's guestfwd `cmd:`): serves the files
+/// linked into `files/` next to this script, logs the request line to `requests.log`.
+const SERVE_SH: &str = r#"#!/bin/sh
+here=$(dirname "$0")
+cr=$(printf '\r')
+IFS=' ' read -r method path _
+while IFS= read -r h; do
+    case "$h" in ""|"$cr") break ;; esac
+done
+echo "$method $path" >>"$here/requests.log"
+name=${path#/}
+f="$here/files/$name"
+case "$name" in
+    ""|*[!A-Za-z0-9._-]*) f="" ;;
+esac
+if [ "$method" = GET ] && [ -n "$f" ] && [ -f "$f" ]; then
+    printf 'HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' "$(stat -L -c %s "$f")"
+    exec cat "$f"
+fi
+printf 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+"#;
+
 pub struct Machine {
     pub spec: Spec,
     pub dir: PathBuf,
@@ -133,6 +158,8 @@ impl Machine {
             run(tools.command("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(dir.join(format!("disk{i}.qcow2"))).arg(format!("{}M", d.size_mb)))?;
         }
         fs::copy(&env.ovmf_vars, dir.join("vars.fd")).map_err(|e| format!("{}: {e}", env.ovmf_vars.display()))?;
+        fs::create_dir_all(dir.join("http/files")).map_err(|e| e.to_string())?;
+        fs::write(dir.join("http/serve.sh"), SERVE_SH).map_err(|e| e.to_string())?;
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         Ok(Machine { spec, dir: dir.to_path_buf(), accel, tools: tools.clone(), https, env: env.clone(), run: None, serial: Arc::new(Mutex::new(Vec::new())) })
     }
@@ -172,7 +199,13 @@ impl Machine {
         // NIC gets its own subnet (10.0.2.0/24, 10.0.3.0/24, ...): with the same subnet twice the
         // guest would answer the forwarded connection through whichever default route it prefers.
         for (i, mac) in s.nics.iter().enumerate() {
-            let fwd = if i == 0 { format!(",hostfwd=tcp:127.0.0.1:{}-:443", self.https.port()) } else { String::new() };
+            // The first NIC also reaches the harness's file server at http://10.0.2.100/ (QEMU
+            // runs http/serve.sh for each connection; restrict=on keeps explicit forwards).
+            let fwd = if i == 0 {
+                format!(",hostfwd=tcp:127.0.0.1:{}-:443,guestfwd=tcp:{GUEST_HTTP}:80-cmd:/bin/sh {}", self.https.port(), self.dir.join("http/serve.sh").display())
+            } else {
+                String::new()
+            };
             push(&["-netdev", &format!("user,id=n{i},net=10.0.{}.0/24,restrict=on{fwd}", 2 + i), "-device", &format!("virtio-net-pci,netdev=n{i},mac={mac},romfile=")]);
         }
         push(&["-smbios", &format!("type=1,manufacturer=Keel,product=qemu-tests,serial={}", s.name)]);
@@ -298,6 +331,38 @@ impl Machine {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Offers `file` to the guest as `http://10.0.2.100/<name>` (a symbolic link, nothing copied).
+    pub fn serve_file(&self, name: &str, file: &Path) -> Result<String, String> {
+        let link = self.dir.join("http/files").join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(file, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+        Ok(format!("http://{GUEST_HTTP}/{name}"))
+    }
+
+    /// The request lines the file server answered (`GET /name`), oldest first.
+    pub fn served_requests(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("http/requests.log")).unwrap_or_default().lines().map(String::from).collect()
+    }
+
+    /// After the guest was asked to reboot: waits for keeld to stop answering, then for it to
+    /// answer again; returns how long the reboot took from the call.
+    pub fn wait_reboot(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let t = Instant::now();
+        let mut c = self.client();
+        c.timeout = Duration::from_secs(5);
+        while c.get("/redfish/v1").is_ok_and(|r| r.status == 200) {
+            if t.elapsed() > Duration::from_secs(300) {
+                return Err("keeld still answers 5 minutes after the reset".into());
+            }
+            if !self.running() {
+                return Err(format!("QEMU exited: {}", self.qemu_stderr()));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        self.wait_redfish(timeout.saturating_sub(t.elapsed()))?;
+        Ok(t.elapsed())
     }
 
     pub fn client(&self) -> Client {

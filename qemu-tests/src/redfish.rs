@@ -45,36 +45,99 @@ impl Client {
         format!("https://{}", self.addr)
     }
 
-    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response, String> {
+    fn connect(&self) -> Result<openssl::ssl::SslStream<TcpStream>, String> {
         let tcp = TcpStream::connect_timeout(&self.addr, self.timeout.min(Duration::from_secs(5))).map_err(|e| format!("connect {}: {e}", self.addr))?;
         tcp.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
         tcp.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
         let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
         b.set_verify(SslVerifyMode::NONE);
         let conn = b.build().configure().map_err(|e| e.to_string())?.verify_hostname(false).use_server_name_indication(false);
-        let mut tls = conn.connect("keel", tcp).map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?;
-        let payload = body.map(|v| v.to_string().into_bytes()).unwrap_or_default();
+        conn.connect("keel", tcp).map_err(|e| format!("TLS handshake with {}: {e}", self.addr))
+    }
+
+    fn head(&self, method: &str, path: &str) -> String {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\nOData-Version: 4.0\r\n", self.addr);
         if let Some((u, p)) = &self.auth {
             use base64::Engine;
             req += &format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
         }
+        req
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response, String> {
+        let mut tls = self.connect()?;
+        let payload = body.map(|v| v.to_string().into_bytes()).unwrap_or_default();
+        let mut req = self.head(method, path);
         if body.is_some() {
             req += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", payload.len());
         }
         req += "\r\n";
         tls.write_all(req.as_bytes()).and_then(|_| tls.write_all(&payload)).map_err(|e| format!("{method} {path}: {e}"))?;
-        let mut raw = Vec::new();
-        // keeld closes after the response (Connection: close); a TLS close without close_notify
-        // after a complete body is not an error for us.
-        if let Err(e) = tls.read_to_end(&mut raw) {
-            if raw.is_empty() {
-                return Err(format!("{method} {path}: {e}"));
-            }
-        }
-        parse_response(&raw).map_err(|e| format!("{method} {path}: {e}"))
+        read_response(tls, method, path)
     }
 
+    /// POST a `multipart/form-data` body as Redfish's MultipartHttpPushUri wants it: the part
+    /// `UpdateParameters` (JSON), then `UpdateFile` with `len` bytes streamed from `file`.
+    pub fn push_multipart(&self, path: &str, params: &Value, filename: &str, file: &mut dyn Read, len: u64) -> Result<Response, String> {
+        let mut tls = self.connect()?;
+        let boundary = "keel-qemu-tests-boundary-7d1f0c";
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"UpdateParameters\"\r\nContent-Type: application/json\r\n\r\n{params}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"UpdateFile\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let mut req = self.head("POST", path);
+        req += &format!("Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n", head.len() as u64 + len + tail.len() as u64);
+        let err = |e: std::io::Error| format!("POST {path}: {e}");
+        tls.write_all(req.as_bytes()).and_then(|_| tls.write_all(head.as_bytes())).map_err(err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = file.read(&mut buf[..left.min(1 << 20) as usize]).map_err(err)?;
+            if n == 0 {
+                return Err(format!("POST {path}: the file ended {left} bytes early"));
+            }
+            // keeld may answer (and close) before the whole body is sent, e.g. a refusal.
+            if let Err(e) = tls.write_all(&buf[..n]) {
+                return read_response(tls, "POST", path).map_err(|r| format!("{r} (after a send error: {e})"));
+            }
+            left -= n as u64;
+        }
+        tls.write_all(tail.as_bytes()).map_err(err)?;
+        read_response(tls, "POST", path)
+    }
+
+    /// Polls a task monitor (or task) until the task ends; returns the final Task.
+    pub fn wait_task(&self, monitor: &str, timeout: Duration) -> Result<Value, String> {
+        let t = std::time::Instant::now();
+        loop {
+            let r = self.get(monitor)?;
+            let task = if r.status == 202 || r.status == 200 { r.json()? } else { return Err(format!("GET {monitor}: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body))) };
+            let state = task["TaskState"].as_str().unwrap_or("");
+            if !matches!(state, "New" | "Starting" | "Running" | "Pending" | "Stopping" | "Suspended" | "Service") {
+                return Ok(task);
+            }
+            if t.elapsed() > timeout {
+                return Err(format!("task {monitor} still {state} ({}%) after {timeout:?}", task["PercentComplete"]));
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+}
+
+fn read_response(mut tls: openssl::ssl::SslStream<TcpStream>, method: &str, path: &str) -> Result<Response, String> {
+    let mut raw = Vec::new();
+    // keeld closes after the response (Connection: close); a TLS close without close_notify
+    // after a complete body is not an error for us.
+    if let Err(e) = tls.read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(format!("{method} {path}: {e}"));
+        }
+    }
+    parse_response(&raw).map_err(|e| format!("{method} {path}: {e}"))
+}
+
+impl Client {
     /// The server's certificate (PEM), e.g. as the CA bundle for a validator: keeld's self-signed
     /// certificate names 127.0.0.1.
     pub fn peer_cert_pem(&self) -> Result<Vec<u8>, String> {

@@ -16,6 +16,7 @@ use keel_qemu_tests::machine::{Bus, Machine, Spec};
 use keel_qemu_tests::tools::Tools;
 use keel_qemu_tests::{netns, redfish::Client};
 use serde_json::Value;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -323,6 +324,244 @@ fn conformance(ctx: &mut Ctx) -> Outcome {
     check(out.status.success(), format!("rf_protocol_validator exited {:?}", out.status.code()))
 }
 
+// ------------------------------------------------------------------------------------ bundles
+
+/// Build N+1: `$KEEL_NEXT_IMAGE_ENV`, else build/image-next/keel-image.env (qemu-tests/run.sh
+/// makes it with `scripts/image.sh --version <N>.1 --out build/image-next`, same keys).
+fn next_image(ctx: &mut Ctx) -> Result<(String, PathBuf), String> {
+    let path = std::env::var_os("KEEL_NEXT_IMAGE_ENV").map(PathBuf::from).unwrap_or_else(|| repo_root().join("build/image-next/keel-image.env"));
+    let next = ImageEnv::load(&path)?;
+    let n = ctx.env()?.version;
+    let bundle = next.bundle.clone().filter(|b| b.exists()).ok_or_else(|| format!("{}: no update bundle", path.display()))?;
+    check(next.version != n, format!("{} is version {n}, the running one: build N+1 with --version", path.display()))?;
+    Ok((next.version, bundle))
+}
+
+/// Where the artifacts start in a bundle: magic, format, manifest and signature (see
+/// service/src/slots/bundle.rs), and the manifest.
+fn bundle_head(file: &Path) -> Result<(u64, Vec<u8>), String> {
+    let mut f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).map_err(|e| e.to_string())?;
+    check(&head[..8] == b"KEELBNDL", format!("{} is not a Keel bundle", file.display()))?;
+    let mlen = u32::from_be_bytes(head[12..16].try_into().unwrap()) as u64;
+    let mut manifest = vec![0u8; mlen as usize];
+    f.read_exact(&mut manifest).map_err(|e| e.to_string())?;
+    let mut slen = [0u8; 4];
+    f.read_exact(&mut slen).map_err(|e| e.to_string())?;
+    Ok((16 + mlen + 4 + u32::from_be_bytes(slen) as u64, manifest))
+}
+
+/// The same bundle, its manifest signed by a key the machine has never seen (a fresh
+/// self-signed certificate): the header bytes to send instead of the first `skip` bytes.
+fn foreign_head(file: &Path, work: &Path) -> Result<(Vec<u8>, u64), String> {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    let (skip, manifest) = bundle_head(file)?;
+    let key = work.join("foreign.key");
+    let crt = work.join("foreign.crt");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=Not the Keel update key/"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    check(out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())?;
+    let pkey = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&key).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(&crt).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let sig = CmsContentInfo::sign(Some(&cert), Some(&pkey), None, Some(&manifest), CMSOptions::DETACHED | CMSOptions::BINARY)
+        .and_then(|c| c.to_der())
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    head.extend_from_slice(b"KEELBNDL");
+    head.extend_from_slice(&2u32.to_be_bytes());
+    head.extend_from_slice(&(manifest.len() as u32).to_be_bytes());
+    head.extend_from_slice(&manifest);
+    head.extend_from_slice(&(sig.len() as u32).to_be_bytes());
+    head.extend_from_slice(&sig);
+    Ok((head, skip))
+}
+
+/// A reader that flips one bit at byte `at` of what it passes on.
+struct FlipAt<R> {
+    inner: R,
+    pos: u64,
+    at: u64,
+}
+
+impl<R: Read> Read for FlipAt<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.at >= self.pos && self.at < self.pos + n as u64 {
+            buf[(self.at - self.pos) as usize] ^= 0x01;
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Push through MultipartHttpPushUri; the final task (the response comes once keeld has read
+/// the whole upload).
+fn push(c: &Client, params: &Value, name: &str, body: &mut dyn Read, len: u64) -> Result<(u16, Value), String> {
+    let mut up = c.clone();
+    up.timeout = Duration::from_secs(3600);
+    let svc = c.get_json("/redfish/v1/UpdateService")?;
+    let uri = svc["MultipartHttpPushUri"].as_str().ok_or("no MultipartHttpPushUri")?.to_string();
+    let t = Instant::now();
+    let r = up.push_multipart(&uri, params, name, body, len)?;
+    eprintln!("push of {name} ({len} bytes): HTTP {} after {:.0} s", r.status, t.elapsed().as_secs_f64());
+    if r.status != 202 {
+        return Ok((r.status, r.json().unwrap_or(Value::Null)));
+    }
+    let loc = r.header("Location").ok_or("202 without Location")?.to_string();
+    Ok((202, c.wait_task(&loc, Duration::from_secs(3600))?))
+}
+
+fn task_messages(task: &Value) -> String {
+    task["Messages"].as_array().map(|ms| ms.iter().map(|m| format!("{} {} {}", m["MessageId"], m["Message"], m["Resolution"])).collect::<Vec<_>>().join(" | ")).unwrap_or_default()
+}
+
+/// The software inventory's `os` version, the slot holding it and the other slot.
+fn slots(c: &Client) -> Result<(String, Vec<Value>), String> {
+    let sw = c.members("/redfish/v1/UpdateService/SoftwareInventory")?;
+    let os = ctx_version(&sw)?;
+    Ok((os, sw.into_iter().filter(|x| x["Id"].as_str().is_some_and(|i| i.starts_with("Slot_"))).collect()))
+}
+
+fn reset(c: &Client, kind: &str) -> Outcome {
+    let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Reset", Some(&serde_json::json!({ "ResetType": kind })))?;
+    check(r.status == 204 || r.status == 200 || r.status == 202, format!("ComputerSystem.Reset {kind}: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))
+}
+
+/// The console since `from` (one boot): no passphrase prompt, root unlocked, /usr on verity,
+/// Secure Boot on, no failed unit.
+fn check_boot_console(text: &str) -> Outcome {
+    for prompt in ["Please enter passphrase", "Enter passphrase", "recovery key"] {
+        check(!text.contains(prompt), format!("the console asked: {prompt:?}"))?;
+    }
+    for line in ["Finished systemd-cryptsetup@root.s", "Finished systemd-veritysetup@usr.s", "UEFI Secure Boot is enabled"] {
+        check(text.contains(line), format!("this boot's console never showed {line:?}"))?;
+    }
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("[FAILED]")).collect();
+    check(failed.is_empty(), format!("units failed during boot:\n{}", failed.join("\n")))
+}
+
+// ------------------------------------------------------------------------------------ scenario 6
+
+/// Refusals: the next version's bundle signed by a foreign key, and with one flipped bit in its
+/// usr image, are refused with an extended error; the other slot stays empty, and after a reset
+/// the machine boots the version it ran.
+fn refusals(ctx: &mut Ctx) -> Outcome {
+    let (_, bundle) = next_image(ctx)?;
+    let work = ctx.work.join("refusals");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let n = ctx.env()?.version;
+    let m = ctx.booted()?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let len = std::fs::metadata(&bundle).map_err(|e| e.to_string())?.len();
+    let params = serde_json::json!({ "@Redfish.OperationApplyTime": "OnReset" });
+
+    let (head, skip) = foreign_head(&bundle, &work)?;
+    let mut f = std::fs::File::open(&bundle).map_err(|e| e.to_string())?;
+    f.seek(std::io::SeekFrom::Start(skip)).map_err(|e| e.to_string())?;
+    let total = head.len() as u64 + len - skip;
+    let (status, task) = push(&c, &params, "foreign.bundle", &mut std::io::Cursor::new(head).chain(f), total)?;
+    eprintln!("foreign key: HTTP {status}, {} {}", task["TaskState"], task_messages(&task));
+    check(status == 202 && task["TaskState"] == "Exception", format!("a foreign-key bundle was not refused: HTTP {status} {task}"))?;
+    check(task_messages(&task).contains("signer") || task_messages(&task).contains("signature"), format!("the refusal does not name the signature: {}", task_messages(&task)))?;
+
+    let (skip, _) = bundle_head(&bundle)?;
+    let flip = skip + 100 * 4096 + 17;
+    let f = std::fs::File::open(&bundle).map_err(|e| e.to_string())?;
+    let (status, task) = push(&c, &params, "tampered.bundle", &mut FlipAt { inner: f, pos: 0, at: flip }, len)?;
+    eprintln!("tampered: HTTP {status}, {} {}", task["TaskState"], task_messages(&task));
+    check(status == 202 && task["TaskState"] == "Exception", format!("a tampered bundle was not refused: HTTP {status} {task}"))?;
+    check(task_messages(&task).contains("usr"), format!("the refusal does not name the usr artifact: {}", task_messages(&task)))?;
+
+    let (os, sl) = slots(&c)?;
+    eprintln!("slots after the refusals: {:?}", sl.iter().map(|x| format!("{} {} {}", x["Id"], x["Version"], x["Status"]["State"])).collect::<Vec<_>>());
+    check(os == n, format!("running {os}, expected {n}"))?;
+    check(sl.iter().filter(|x| x["Version"].is_null()).count() == 1, "the other slot is not empty after the refusals")?;
+
+    // The machine still boots, into the same version.
+    let from = m.serial_text().len();
+    reset(&c, "GracefulRestart")?;
+    let took = m.wait_reboot(Ctx::boot_timeout())?;
+    ctx.figures.push(format!("reboot after the refusals: {:.0} s", took.as_secs_f64()));
+    let m = ctx.machine.as_mut().unwrap();
+    check_boot_console(&m.serial_text()[from..])?;
+    let (os, _) = slots(&m.client().with_auth(ADMIN.0, ADMIN.1))?;
+    check(os == n, format!("after the reset keeld reports {os}, expected {n}"))
+}
+
+// ------------------------------------------------------------------------------------ scenario 3
+
+/// A/B update: N+1 pulled by SimpleUpdate from the harness's file server, then pushed through
+/// MultipartHttpPushUri, both staged OnReset; ComputerSystem.Reset; N+1 runs from the other slot
+/// with root still unlocked by the TPM.
+fn ab_update(ctx: &mut Ctx) -> Outcome {
+    let (next, bundle) = next_image(ctx)?;
+    let n = ctx.env()?.version;
+    let m = ctx.booted()?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let (os, before) = slots(&c)?;
+    check(os == n, format!("running {os}, expected {n}"))?;
+    let running_slot = before.iter().find(|x| x["Version"] == n.as_str()).and_then(|x| x["Id"].as_str()).ok_or("no slot holds the running version")?.to_string();
+
+    // Pull.
+    let uri = m.serve_file("next.bundle", &bundle)?;
+    let t = Instant::now();
+    let r = c.request(
+        "POST",
+        "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate",
+        Some(&serde_json::json!({ "ImageURI": uri, "TransferProtocol": "HTTP", "@Redfish.OperationApplyTime": "OnReset" })),
+    )?;
+    check(r.status == 202, format!("SimpleUpdate: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let loc = r.header("Location").ok_or("SimpleUpdate: 202 without Location")?.to_string();
+    let task = c.wait_task(&loc, Duration::from_secs(3600))?;
+    eprintln!("SimpleUpdate: {} in {:.0} s: {}", task["TaskState"], t.elapsed().as_secs_f64(), task_messages(&task));
+    ctx.figures.push(format!("SimpleUpdate of {} MB through guestfwd: {:.0} s", std::fs::metadata(&bundle).map(|x| x.len() >> 20).unwrap_or(0), t.elapsed().as_secs_f64()));
+    let m = ctx.machine.as_mut().unwrap();
+    check(task["TaskState"] == "Completed", format!("SimpleUpdate task: {task}"))?;
+    check(m.served_requests().iter().any(|l| l == "GET /next.bundle"), format!("the file server saw {:?}", m.served_requests()))?;
+    let (_, staged) = slots(&c)?;
+    let target = staged.iter().find(|x| x["Version"] == next.as_str()).ok_or_else(|| format!("no slot holds {next} after SimpleUpdate: {}", Value::from(staged.clone())))?;
+    let target_slot = target["Id"].as_str().unwrap_or("").to_string();
+    check(target_slot != running_slot, format!("{next} was written to the running slot {running_slot}"))?;
+
+    // Push (the same version again, into the same slot).
+    let len = std::fs::metadata(&bundle).map_err(|e| e.to_string())?.len();
+    let f = std::fs::File::open(&bundle).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let (status, task) = push(&c, &serde_json::json!({ "@Redfish.OperationApplyTime": "OnReset" }), "next.bundle", &mut std::io::BufReader::new(f), len)?;
+    ctx.figures.push(format!("MultipartHttpPushUri of {} MB: {:.0} s", len >> 20, t.elapsed().as_secs_f64()));
+    check(status == 202 && task["TaskState"] == "Completed", format!("push: HTTP {status}: {task}"))?;
+
+    // Reset: the next boot tries N+1.
+    let m = ctx.machine.as_mut().unwrap();
+    let from = m.serial_text().len();
+    reset(&c, "GracefulRestart")?;
+    let took = m.wait_reboot(Ctx::boot_timeout())?;
+    ctx.figures.push(format!("reboot into {next}: {:.0} s", took.as_secs_f64()));
+    let m = ctx.machine.as_mut().unwrap();
+    let console = m.serial_text()[from..].to_string();
+    check_boot_console(&console)?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let (os, after) = slots(&c)?;
+    eprintln!("slots after the update: {:?}", after.iter().map(|x| format!("{} {} {}", x["Id"], x["Version"], x["Status"]["State"])).collect::<Vec<_>>());
+    check(os == next, format!("after the reset keeld reports {os}, expected {next}"))?;
+    let now = after.iter().find(|x| x["Id"] == target_slot.as_str()).ok_or("the target slot vanished")?;
+    check(now["Version"] == next.as_str(), format!("slot {target_slot}: {now}"))?;
+    check(after.iter().any(|x| x["Id"] == running_slot.as_str() && x["Version"] == n.as_str()), format!("slot {running_slot} no longer holds {n}"))?;
+    let sb = c.get_json("/redfish/v1/Systems/system/SecureBoot")?;
+    check(sb["SecureBootEnable"] == true && sb["SecureBootCurrentBoot"] == "Enabled", format!("Secure Boot after the update: {sb}"))?;
+    // The new entry was blessed once the boot was good.
+    check(console.contains("Finished systemd-bless-boot.s"), "systemd-bless-boot did not mark the new version good")?;
+    Ok(())
+}
+
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {
     let addr = url.trim_start_matches("https://").parse().map_err(|e| format!("{url}: {e}"))?;
     Client::new(addr).peer_cert_pem()
@@ -363,15 +602,6 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Scenarios that need work from other issues; listed so that a run says what it did not test.
 const NOT_YET: &[(&str, &str)] = &[
-    // TODO(issue 4; the A/B engine and `keeld bundle create` are merged, and keeld runs the real
-    // platform on this image): build bundle N+1 (`scripts/image.sh --version N+1 --out DIR`, same
-    // keys), push it through UpdateService MultipartHttpPushUri (1.2 GB: the usr partition file is
-    // not sparse in the bundle; under TCG expect minutes), and pull it by SimpleUpdate from a
-    // loopback HTTP server reached through a `guestfwd=` rule on the first NIC (restrict=on keeps
-    // explicit forwards); ComputerSystem.Reset; expect version N+1 from the other usr slot
-    // (SoftwareInventory Slot_* with Version N+1, partition label keel_<N+1>), Secure Boot still
-    // on and root still unlocked by the TPM (no prompt on the console, as in `boot`).
-    ("ab_update", "A/B update N -> N+1 (next: the engine is merged, the scenario is not written)"),
     // TODO(issue 4): bundle N+2 whose UKI cannot finish booting (e.g. a UKI whose command line
     // makes systemd fail before boot-complete.target); after its 3 tries (keel_<N+2>+3.efi ->
     // +0-3) systemd-boot falls back to N+1; keeld reports the failed slot.
@@ -379,9 +609,6 @@ const NOT_YET: &[(&str, &str)] = &[
     // TODO(issue 4): Machine::power_cut() at random moments while an update is being written (>= 5
     // trials in CI); each time the machine boots, keeld answers, and the version is the old one.
     ("power_cut", "power cut during an update"),
-    // TODO(issue 4): a bundle signed by another key and a tampered one are refused (extended
-    // error, slot still _empty) and the machine still boots.
-    ("refusals", "foreign-key and tampered bundles refused"),
     // TODO(issue 5): Decommission/ResetToDefaults -> machine comes back clean (repart's
     // FactoryReset=yes partitions: root, swap); with a different OVMF vars file (another PK/db)
     // the TPM policy fails and the recovery key set through the API, typed on the serial console
@@ -393,7 +620,7 @@ type Scenario = fn(&mut Ctx) -> Outcome;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance)];
+    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("ab_update", ab_update)];
     let selected = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
 
     // Before any thread exists: every socket, QEMU and validator of this run lives in here.
