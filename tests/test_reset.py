@@ -18,6 +18,7 @@ import requests
 
 from conftest import ADMIN, Keeld, run_service_validator
 from test_crypt import luks_image, needs_tools, opens, tools, tpm_opens  # noqa: F401
+from test_crypt import run_task as crypt_task
 from test_tasks import seed_task
 from test_tpm import swtpm  # noqa: F401  (the fixture)
 
@@ -322,8 +323,7 @@ def test_decommission_all_erases_luks_images_and_clears_the_software_tpm(tmp_pat
         s = k.admin()
         assert s.get(k.url + SYS + "/Storage/Image0/Volumes/root").json()["Oem"]["Keel"]["ManagedByKeel"] is True
         key = "Correct-Horse-Battery-Staple-1"
-        r = s.post(k.url + SYS + "/Actions/Oem/KeelComputerSystem.SetRecoveryKeys", json={"RecoveryKeys": [key]})
-        assert r.status_code == 200, r.text
+        crypt_task(s, k, "SetRecoveryKeys", {"RecoveryKeys": [key]})
         assert opens(root, key)
         populate(k)
         fill(k.state_dir / "sim/disk.img", "root")
@@ -557,8 +557,7 @@ def test_recovery_keys_are_exported_only_when_asked_and_restored_on_import(tmp_p
     try:
         s = k.admin()
         key = "Correct-Horse-Battery-Staple-1"
-        act = SYS + "/Actions/Oem/KeelComputerSystem.SetRecoveryKeys"
-        assert s.post(k.url + act, json={"RecoveryKeys": [key]}).status_code == 200
+        crypt_task(s, k, "SetRecoveryKeys", {"RecoveryKeys": [key]})
         without = export(k, IncludeRecoveryKeys=False)
         files, order, _ = members(without)
         assert "recovery-keys.json" not in order and key.encode() not in without
@@ -573,7 +572,7 @@ def test_recovery_keys_are_exported_only_when_asked_and_restored_on_import(tmp_p
 
         # The keys change; importing the archive puts the old one back on the volume.
         new = "Another-Battery-Horse-2"
-        assert s.post(k.url + act, json={"RecoveryKeys": [new]}).status_code == 200
+        crypt_task(s, k, "SetRecoveryKeys", {"RecoveryKeys": [new]})
         assert opens(root, new) and not opens(root, key)
         before = starts(k)
         r = s.post(k.url + IMPORT, json={"Configuration": base64.b64encode(with_keys).decode()})

@@ -150,6 +150,38 @@ pub struct Crypt {
     unlocked: Mutex<HashMap<String, UnlockedBy>>,
     /// One change at a time.
     busy: Mutex<()>,
+    /// The action that holds the right to change encryption now (see `claim`).
+    changing: Arc<Mutex<Option<String>>>,
+}
+
+/// The right to change the machine's encryption, held by one action from its checks until its
+/// work (a task's thread) ends. Dropping it lets the next action in.
+pub struct Claim {
+    slot: Arc<Mutex<Option<String>>>,
+}
+
+impl Claim {
+    /// What holds the claim, as a second action's refusal names it (e.g. with the task's Id).
+    pub fn describe(&self, what: impl Into<String>) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.into());
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Where a long change reports how far it got (0-100): a task's `progress`.
+pub type Progress<'a> = &'a (dyn Fn(u8) + Sync);
+
+/// For changes nobody watches.
+pub fn no_progress(_: u8) {}
+
+/// The percentage done after `done` of `total` steps, spread over 5-95.
+fn step(done: usize, total: usize) -> u8 {
+    (5 + 90 * done / total.max(1)).min(95) as u8
 }
 
 /// Whether the host runs a Keel image (os-release `ID=keel`).
@@ -222,7 +254,20 @@ impl Crypt {
             view: RwLock::new(Arc::new(View::default())),
             unlocked: Mutex::new(HashMap::new()),
             busy: Mutex::new(()),
+            changing: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Take the right to change encryption for `what` (an action's name): refused (`InUse`) while
+    /// another action holds it, so that one change runs at a time and a second is refused at once
+    /// rather than queued behind a task.
+    pub fn claim(&self, what: &str) -> Result<Claim> {
+        let mut c = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(other) = c.as_ref() {
+            return Err(Refusal::InUse(format!("{other} is changing the encryption now: wait for it to end, then try again.")));
+        }
+        *c = Some(what.to_string());
+        Ok(Claim { slot: self.changing.clone() })
     }
 
     /// Whether keeld manages encryption here at all (a Keel image, or simulated volumes).
@@ -463,6 +508,7 @@ impl Crypt {
             backups.push((dev.clone(), p));
         }
         let r = f();
+        let mut not_restored = vec![];
         if r.is_err() {
             for (dev, p) in &backups {
                 let file = p.to_string_lossy().into_owned();
@@ -471,11 +517,17 @@ impl Crypt {
                     log::warn!("{dev}: header restored after a failed change");
                 } else {
                     log::error!("{dev}: restoring its header failed: {}", out.stderr.trim());
+                    not_restored.push(dev.clone());
                 }
             }
         }
         cleanup(&backups);
-        r
+        // A failure says whether everything was put back (tasks show it as their resolution).
+        r.map_err(|e| match e {
+            Refusal::Failed(why) if not_restored.is_empty() => Refusal::Failed(format!("{why}. Every volume's header was restored: nothing was changed.")),
+            Refusal::Failed(why) => Refusal::Failed(format!("{why}. Restoring the header of {} failed: see keeld's log.", not_restored.join(", "))),
+            other => other,
+        })
     }
 
     /// Enroll `key` on `dev` as a recovery key as systemd does (`systemd-recovery` token, minimal
@@ -515,9 +567,8 @@ impl Crypt {
 
     // ------------------------------------------------------------ actions
 
-    /// Replace the operator's recovery keys on every managed volume by `new`.
-    pub fn set_recovery_keys(&self, new: Vec<String>) -> Result<()> {
-        let _busy = self.busy.lock().unwrap();
+    /// Why `new` may not become the recovery keys (the key rules only: no volume is read).
+    pub fn check_recovery_keys(new: &[String]) -> Result<()> {
         if new.is_empty() {
             return Err(Refusal::BadValue { param: "RecoveryKeys", why: "At least one recovery key is needed.".into() });
         }
@@ -530,14 +581,36 @@ impl Crypt {
                 return Err(Refusal::BadValue { param: "RecoveryKeys", why: format!("Key {} repeats an earlier one.", i + 1) });
             }
         }
+        Ok(())
+    }
+
+    /// Every refusal `set_recovery_keys(new)` would give before changing anything.
+    pub fn check_set_recovery_keys(&self, new: &[String]) -> Result<()> {
+        let _busy = self.busy.lock().unwrap();
+        Self::check_recovery_keys(new)?;
+        self.managed().map(drop)
+    }
+
+    /// Replace the operator's recovery keys on every managed volume by `new`.
+    pub fn set_recovery_keys(&self, new: Vec<String>, progress: Progress) -> Result<()> {
+        let _busy = self.busy.lock().unwrap();
+        Self::check_recovery_keys(&new)?;
         let vols = self.managed()?;
         let devs: Vec<String> = vols.iter().map(|(v, ..)| v.device.clone()).collect();
+        // Each key is one slow enrollment (systemd's key derivation for typed passphrases).
+        let steps = vols.len() * (new.len() + 1);
+        progress(step(0, steps));
         self.all_or_nothing(&devs, || {
+            let mut done = 0;
             for (v, h, key) in &vols {
                 for k in &new {
                     self.add_password(&v.device, key, k)?;
+                    done += 1;
+                    progress(step(done, steps));
                 }
                 self.wipe(&v.device, key, &Self::operator_slots(h, v.service_slot))?;
+                done += 1;
+                progress(step(done, steps));
                 log::info!("volume {}: recovery keys replaced ({} key(s))", v.id, new.len());
             }
             Ok(())
@@ -605,11 +678,8 @@ impl Crypt {
         self.save(&snap)
     }
 
-    /// Bind the TPM2 slot of every managed volume to the PCR values of now. Only after a boot
-    /// where the TPM could not open a volume: when it opened them all, its binding is current, and
-    /// rebinding would only trust whatever was measured this time.
-    pub fn rebind_tpm(&self, tpm_present: bool) -> Result<Vec<String>> {
-        let _busy = self.busy.lock().unwrap();
+    /// The managed volumes a rebind changes, or why it is refused (nothing is changed).
+    fn rebind_targets(&self, tpm_present: bool) -> Result<Vec<(VolumeState, Header, PathBuf)>> {
         if !tpm_present {
             return Err(Refusal::State("This machine has no TPM.".into()));
         }
@@ -622,7 +692,23 @@ impl Crypt {
                 "There is no record that this boot needed a recovery key (systemd-cryptsetup's journal for the volumes): refusing to trust the current PCR values.".into()
             }));
         }
+        Ok(vols)
+    }
+
+    /// Every refusal `rebind_tpm` would give before changing anything.
+    pub fn check_rebind_tpm(&self, tpm_present: bool) -> Result<()> {
+        let _busy = self.busy.lock().unwrap();
+        self.rebind_targets(tpm_present).map(drop)
+    }
+
+    /// Bind the TPM2 slot of every managed volume to the PCR values of now. Only after a boot
+    /// where the TPM could not open a volume: when it opened them all, its binding is current, and
+    /// rebinding would only trust whatever was measured this time.
+    pub fn rebind_tpm(&self, tpm_present: bool, progress: Progress) -> Result<Vec<String>> {
+        let _busy = self.busy.lock().unwrap();
+        let vols = self.rebind_targets(tpm_present)?;
         let devs: Vec<String> = vols.iter().map(|(v, ..)| v.device.clone()).collect();
+        progress(step(0, vols.len()));
         self.all_or_nothing(&devs, || {
             let mut done = vec![];
             for (v, h, key) in &vols {
@@ -638,15 +724,15 @@ impl Crypt {
                 self.run(Call::new("systemd-cryptenroll", &[&unlock, &dev, &pcr_arg, &v.device]))?;
                 log::info!("volume {}: TPM2 slot bound to the current values of PCR {}", v.id, list.join("+"));
                 done.push(v.id.clone());
+                progress(step(done.len(), vols.len()));
             }
             Ok(done)
         })
     }
 
-    /// Encrypt a blank data drive: LUKS2 with keeld's service key, a TPM2 slot bound like the
-    /// other volumes, and the operator's recovery keys. Returns the new volume's Id.
-    pub fn encrypt_drive(&self, drive: &str, tpm_present: bool) -> Result<String> {
-        let _busy = self.busy.lock().unwrap();
+    /// What encrypting `drive` needs (its device, the recovery keys, the PCRs to bind), or why it
+    /// is refused (nothing is changed).
+    fn encrypt_plan(&self, drive: &str, tpm_present: bool) -> Result<(String, Vec<StoredKey>, Vec<u32>)> {
         let view = self.view();
         let Some(d) = view.sim_drives.iter().find(|d| d.name == drive) else {
             if self.real_platform {
@@ -670,9 +756,28 @@ impl Crypt {
             return Err(Refusal::State("This machine has no TPM to bind the new volume to.".into()));
         }
         let pcrs: Vec<u32> = view.volumes.iter().filter(|v| v.managed).find_map(|v| v.header.as_ref()?.tpm2().map(|t| t.pcrs.clone())).filter(|p| !p.is_empty()).unwrap_or_else(|| DEFAULT_PCRS.to_vec());
+        Ok((dev, keys, pcrs))
+    }
+
+    /// Every refusal `encrypt_drive` would give before changing anything.
+    pub fn check_encrypt_drive(&self, drive: &str, tpm_present: bool) -> Result<()> {
+        let _busy = self.busy.lock().unwrap();
+        self.encrypt_plan(drive, tpm_present).map(drop)
+    }
+
+    /// Encrypt a blank data drive: LUKS2 with keeld's service key, a TPM2 slot bound like the
+    /// other volumes, and the operator's recovery keys. Returns the new volume's Id. On failure
+    /// the drive is left without any signature (blank to blkid and cryptsetup) and keeld keeps
+    /// no key for it.
+    pub fn encrypt_drive(&self, drive: &str, tpm_present: bool, progress: Progress) -> Result<String> {
+        let _busy = self.busy.lock().unwrap();
+        let (dev, keys, pcrs) = self.encrypt_plan(drive, tpm_present)?;
+        let steps = keys.len() + 3;
+        progress(step(0, steps));
         let service = random_hex(32);
         let tmp_key = self.dir.join(format!("service-new-{drive}.key"));
         crate::store::write_atomic(&tmp_key, service.as_bytes(), 0o600).map_err(|e| Refusal::Failed(e.to_string()))?;
+        let mut kept_key: Option<PathBuf> = None;
         let r = (|| {
             // A 256-bit random key needs no slow key derivation (systemd does the same for its
             // TPM2 and recovery key slots).
@@ -680,6 +785,7 @@ impl Crypt {
                 Call::new("cryptsetup", &["luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hash", "sha512", "--key-file", "-", &dev])
                     .stdin(service.as_bytes()),
             )?;
+            progress(step(1, steps));
             let (uuid, h) = read_header(&live, &dev);
             let (uuid, h) = (uuid.ok_or_else(|| Refusal::Failed("the new volume has no UUID".into()))?, h.map_err(Refusal::Failed)?);
             let slot = h.slots.first().map(|s| s.slot).ok_or_else(|| Refusal::Failed("the new volume has no key slot".into()))?;
@@ -687,25 +793,38 @@ impl Crypt {
             let tdev = format!("--tpm2-device={}", self.tpm_device);
             let list: Vec<String> = pcrs.iter().map(u32::to_string).collect();
             self.run(Call::new("systemd-cryptenroll", &[&unlock, &tdev, &format!("--tpm2-pcrs={}", list.join("+")), &dev]))?;
-            for k in &keys {
+            progress(step(2, steps));
+            for (i, k) in keys.iter().enumerate() {
                 if k.generated {
                     self.add_generated_key(&dev, &tmp_key, &k.key)?;
                 } else {
                     self.add_password(&dev, &tmp_key, &k.key)?;
                 }
+                progress(step(3 + i, steps));
             }
-            std::fs::rename(&tmp_key, self.key_path(&uuid)).map_err(|e| Refusal::Failed(e.to_string()))?;
+            let key_path = self.key_path(&uuid);
+            std::fs::rename(&tmp_key, &key_path).map_err(|e| Refusal::Failed(e.to_string()))?;
+            kept_key = Some(key_path);
             let mut s = self.stored.lock().unwrap();
-            s.service.insert(uuid, slot);
-            let snap = s.clone();
-            drop(s);
-            self.save(&snap)
+            let mut snap = s.clone();
+            snap.service.insert(uuid, slot);
+            // Written first, then made current: a failed write leaves keeld's record as it was.
+            self.save(&snap)?;
+            *s = snap;
+            Ok(())
         })();
         if let Err(e) = r {
-            // Leave the drive blank again.
-            let _ = Call::new("wipefs", &["-a", &dev]).run();
+            // Leave the drive blank again, and no key for it.
+            let wiped = Call::new("wipefs", &["-a", &dev]).run();
             let _ = std::fs::remove_file(&tmp_key);
-            return Err(e);
+            if let Some(p) = kept_key {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(match (e, wiped.ok()) {
+                (Refusal::Failed(why), true) => Refusal::Failed(format!("{why}. The drive was left blank again (its new LUKS2 signatures erased).")),
+                (Refusal::Failed(why), false) => Refusal::Failed(format!("{why}. Erasing the drive's new signatures failed too ({}): it may hold a partial LUKS2 header.", wiped.stderr.trim())),
+                (other, _) => other,
+            });
         }
         log::info!("drive {drive}: encrypted (LUKS2, TPM2 PCR {}, {} recovery key(s))", pcrs.iter().map(u32::to_string).collect::<Vec<_>>().join("+"), keys.len());
         Ok(drive.to_string())
@@ -724,6 +843,30 @@ mod tests {
         assert!("bad/name=/x".parse::<SimDisk>().is_err());
         assert!("=/x".parse::<SimDisk>().is_err());
         assert!("a=".parse::<SimDisk>().is_err());
+    }
+
+    #[test]
+    fn one_claim_at_a_time_and_progress_steps() {
+        let dir = std::env::temp_dir().join(format!("keel-crypt-claim-{}", uuid::Uuid::new_v4()));
+        let crypt = Crypt::open(&dir, vec![], None, &Host::fixture(&dir)).unwrap();
+        let c = crypt.claim("A").unwrap();
+        c.describe("A (task 4)");
+        match crypt.claim("B") {
+            Err(Refusal::InUse(why)) => assert!(why.starts_with("A (task 4) is changing the encryption now"), "{why}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        drop(c);
+        let c = crypt.claim("B").unwrap();
+        // A claim moves to the task's thread and is let go when the thread ends, even by a panic.
+        std::thread::spawn(move || {
+            let _c = c;
+            panic!("the work panics");
+        })
+        .join()
+        .unwrap_err();
+        assert!(crypt.claim("C").is_ok());
+        assert_eq!((step(0, 4), step(2, 4), step(4, 4), step(1, 0)), (5, 50, 95, 95));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! of each LUKS Volume (`Oem.Keel`). See schemas/README.md for why they live there.
 
 use super::systems::{CHASSIS, SYSTEM};
-use super::{check_system, link, Reply, Req, Tree};
-use crate::crypt::{Refusal, VolumeState};
+use super::{check_system, Reply, Req, Tree};
+use crate::crypt::{Claim, Crypt, Refusal, VolumeState};
 use crate::messages::{base, Message, RfError, RfResult};
 use crate::privilege::CONFIGURE_COMPONENTS;
 use crate::protocol::body::{Prop, Ty};
+use crate::tasks::{Payload, TaskHandle};
 use actix_web::http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -48,15 +49,15 @@ pub fn register(t: &mut Tree) {
         ("/redfish/v1/Systems/{ComputerSystemId}/Actions/Oem/KeelComputerSystem.RebindTPM", REBIND),
         ("/redfish/v1/Systems/{ComputerSystemId}/Actions/Oem/KeelComputerSystem.EncryptDataDrive", ENCRYPT),
     ];
-    t.add(Tree::route(routes[0].0, "ComputerSystem", None).action(SET, CONFIGURE_COMPONENTS, SET_BODY, "Replace the recovery keys of the encrypted volumes", set_keys).post_present(active));
+    t.add(Tree::route(routes[0].0, "ComputerSystem", None).action(SET, CONFIGURE_COMPONENTS, SET_BODY, "Replace the recovery keys of the encrypted volumes (a task)", set_keys).post_present(active));
     t.add(
         Tree::route(routes[1].0, "ComputerSystem", None)
             .action(GENERATE, CONFIGURE_COMPONENTS, GENERATE_BODY, "Generate a recovery key (returned only in this response)", generate)
             .post_present(active),
     );
     t.add(Tree::route(routes[2].0, "ComputerSystem", None).action(CONFIRM, CONFIGURE_COMPONENTS, &[], "Confirm the recovery keys are stored safely", confirm).post_present(active));
-    t.add(Tree::route(routes[3].0, "ComputerSystem", None).action(REBIND, CONFIGURE_COMPONENTS, &[], "Bind the TPM2 slots to the current PCR values", rebind).post_present(active));
-    t.add(Tree::route(routes[4].0, "ComputerSystem", None).action(ENCRYPT, CONFIGURE_COMPONENTS, ENCRYPT_BODY, "Encrypt a blank data drive", encrypt).post_present(active));
+    t.add(Tree::route(routes[3].0, "ComputerSystem", None).action(REBIND, CONFIGURE_COMPONENTS, &[], "Bind the TPM2 slots to the current PCR values (a task)", rebind).post_present(active));
+    t.add(Tree::route(routes[4].0, "ComputerSystem", None).action(ENCRYPT, CONFIGURE_COMPONENTS, ENCRYPT_BODY, "Encrypt a blank data drive (a task)", encrypt).post_present(active));
 }
 
 /// A refusal as a Redfish error (nothing was changed).
@@ -70,28 +71,111 @@ pub(super) fn refused(action: &str, r: Refusal) -> RfError {
     }
 }
 
+/// Why a task's work failed, as the message that ends it (`Exception`): the same message a
+/// refusal gives, and for a tool's failure a GeneralError whose Resolution says what failed and
+/// what was put back. Tool output reaches it only with every secret cut out (`crypt::tools`).
+fn task_failure(action: &str, r: Refusal) -> Message {
+    match r {
+        Refusal::Failed(why) => Message::base(&base::GENERAL_ERROR, &[]).resolution(why),
+        other => refused(action, other).messages.into_iter().next().unwrap_or_else(|| Message::base(&base::GENERAL_ERROR, &[])),
+    }
+}
+
+/// The right to change encryption (409 ResourceInUse while another action holds it), and no
+/// change while a factory reset is at work on the same disks.
+fn claim(r: &Req, action: &'static str) -> RfResult<Claim> {
+    let resetting: Vec<String> =
+        r.keel.tasks.active().into_iter().filter(|(_, name)| name == super::reset::RESET_TO_DEFAULTS || name == super::reset::DECOMMISSION).map(|(id, name)| format!("{name} (task {id})")).collect();
+    if !resetting.is_empty() {
+        return Err(refused(action, Refusal::InUse(format!("{} is under way: wait for it to end.", resetting.join(", ")))));
+    }
+    r.keel.crypt.claim(action).map_err(|e| refused(action, e))
+}
+
+/// Run a blocking step off the request threads.
+async fn blocking<T: Send + 'static>(r: &Req, f: impl FnOnce(&crate::app::Keel) -> T + Send + 'static) -> RfResult<T> {
+    let keel = r.keel.clone();
+    actix_web::rt::task::spawn_blocking(move || f(&keel)).await.map_err(RfError::internal)
+}
+
 /// Run a change off the request threads, then read the machine again so GETs show it.
 async fn change<T: Send + 'static>(r: &Req, action: &'static str, f: impl FnOnce(&crate::app::Keel) -> crate::crypt::Result<T> + Send + 'static) -> RfResult<T> {
     check_system(r)?;
-    let keel = r.keel.clone();
-    let who = r.principal().user.clone();
-    log::info!("{action} requested by {who}");
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        let out = f(&keel);
+    let _claim = claim(r, action)?;
+    log::info!("{action} requested by {}", r.principal().user);
+    let out = blocking(r, move |keel| {
+        let out = f(keel);
         keel.refresh_inventory();
         out
     })
-    .await
-    .map_err(RfError::internal)?;
+    .await?;
     out.map_err(|e| refused(action, e))
 }
 
-async fn set_keys(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
-    let keys: Vec<String> = b["RecoveryKeys"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_string)).collect();
-    change(&r, SET, move |k| k.crypt.set_recovery_keys(keys)).await?;
-    Ok(Reply::success())
+/// What a task's work gives back when it succeeds: the message that completes the task, and the
+/// resource it created, if any.
+struct Done {
+    message: Message,
+    created: Option<String>,
 }
 
+/// Start `action` as a task once every check passed (the caller holds `claim`): answer 202 with
+/// the task monitor; `work` runs on its own thread, reporting progress, then the machine is read
+/// again and the task ends `Completed` with `Done`, or `Exception` with why.
+/// `payload` is what the Task shows of the request: never a secret.
+fn start(r: &Req, action: &'static str, claim: Claim, payload: Option<Value>, work: impl FnOnce(&crate::app::Keel, &TaskHandle) -> crate::crypt::Result<Done> + Send + 'static) -> RfResult<Reply> {
+    let keel = r.keel.clone();
+    let user = r.principal().user.clone();
+    let task = keel.tasks.start(action, &user, Some(Payload::new("POST", &r.path, payload.as_ref())));
+    claim.describe(format!("{action} (task {})", task.id()));
+    log::info!("{action} requested by {user}: task {}", task.id());
+    let reply = Reply::accepted(&task);
+    std::thread::Builder::new()
+        .name("crypt-task".into())
+        .spawn(move || {
+            let out = work(&keel, &task);
+            keel.refresh_inventory();
+            // The next change may start once this one's effects are visible.
+            drop(claim);
+            match out {
+                Ok(done) => {
+                    if let Some(uri) = &done.created {
+                        task.created(uri);
+                    }
+                    task.complete(Some(done.message));
+                }
+                Err(e) => {
+                    let m = task_failure(action, e);
+                    log::error!("{action} (task {}) failed: {}", task.id(), m.resolution.as_deref().unwrap_or(m.def.key));
+                    task.fail(m);
+                }
+            }
+        })
+        .map_err(RfError::internal)?;
+    Ok(reply)
+}
+
+fn success() -> Done {
+    Done { message: Message::base(&base::SUCCESS, &[]), created: None }
+}
+
+async fn set_keys(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
+    check_system(&r)?;
+    let keys: Vec<String> = b["RecoveryKeys"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_string)).collect();
+    Crypt::check_recovery_keys(&keys).map_err(|e| refused(SET, e))?;
+    let claim = claim(&r, SET)?;
+    let checked = keys.clone();
+    blocking(&r, move |k| k.crypt.check_set_recovery_keys(&checked)).await?.map_err(|e| refused(SET, e))?;
+    // The Task shows the request without the keys (every Login user may read tasks).
+    let mut shown = b.clone();
+    shown.insert("RecoveryKeys".into(), Value::Null);
+    start(&r, SET, claim, Some(Value::Object(shown)), move |k, task| {
+        k.crypt.set_recovery_keys(keys, &|p| task.progress(p))?;
+        Ok(success())
+    })
+}
+
+/// Stays synchronous: the key is in this response only, and a task is readable by every user.
 async fn generate(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let replace = b.get("ReplaceExisting").and_then(Value::as_bool).unwrap_or(false);
     let key = change(&r, GENERATE, move |k| k.crypt.generate_recovery_key(replace)).await?;
@@ -109,23 +193,40 @@ async fn confirm(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
     Ok(Reply::success())
 }
 
-async fn rebind(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
+async fn rebind(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
+    check_system(&r)?;
     let tpm = r.keel.tpm.is_some();
-    change(&r, REBIND, move |k| k.crypt.rebind_tpm(tpm)).await?;
-    Ok(Reply::success())
+    let claim = claim(&r, REBIND)?;
+    blocking(&r, move |k| k.crypt.check_rebind_tpm(tpm)).await?.map_err(|e| refused(REBIND, e))?;
+    start(&r, REBIND, claim, Some(Value::Object(b)), move |k, task| {
+        k.crypt.rebind_tpm(tpm, &|p| task.progress(p))?;
+        Ok(success())
+    })
 }
 
 async fn encrypt(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
+    check_system(&r)?;
     let uri = b["Drive"]["@odata.id"].as_str().unwrap_or_default().trim_end_matches('/').to_string();
     let prefix = format!("{CHASSIS}/Drives/");
     let Some(drive) = uri.strip_prefix(&prefix).filter(|d| !d.is_empty() && !d.contains('/')).map(str::to_string) else {
         return Err(RfError::new(StatusCode::BAD_REQUEST, Message::base(&base::ACTION_PARAMETER_VALUE_ERROR, &["Drive", ENCRYPT]).related("Drive").resolution(format!("Give a link to a member of {CHASSIS}/Drives."))));
     };
     let tpm = r.keel.tpm.is_some();
-    let vol = change(&r, ENCRYPT, move |k| k.crypt.encrypt_drive(&drive, tpm)).await?;
-    let uri = format!("{SYSTEM}/Storage/{}/Volumes/{vol}", crate::crypt::SIM_STORAGE);
-    let m = Message::base(&base::SUCCESS, &[]);
-    Ok(Reply::Json { status: StatusCode::OK, body: json!({ "Volume": link(uri), "@Message.ExtendedInfo": [m.to_json()] }), headers: vec![] })
+    let claim = claim(&r, ENCRYPT)?;
+    let checked = drive.clone();
+    blocking(&r, move |k| k.crypt.check_encrypt_drive(&checked, tpm)).await?.map_err(|e| refused(ENCRYPT, e))?;
+    start(&r, ENCRYPT, claim, Some(Value::Object(b)), move |k, task| {
+        let vol = k.crypt.encrypt_drive(&drive, tpm, &|p| task.progress(p))?;
+        let uri = volume_uri(&vol);
+        // The new Volume: in the Task's Links.CreatedResources, and named by its last message.
+        let message = Message::base(&base::CREATED, &[]).resolution(format!("The encrypted drive is the Volume {uri}."));
+        Ok(Done { message, created: Some(uri) })
+    })
+}
+
+/// The URI of a simulated LUKS volume.
+pub fn volume_uri(id: &str) -> String {
+    format!("{SYSTEM}/Storage/{}/Volumes/{id}", crate::crypt::SIM_STORAGE)
 }
 
 // ---------------------------------------------------------------- GET fragments

@@ -322,16 +322,19 @@ async fn import(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
         }
     }
     let claim = claim(&r.keel)?;
+    // No encryption change (GenerateRecoveryKey…) may run while the keys are replaced.
+    let crypt_claim = if keys.is_empty() { None } else { Some(r.keel.crypt.claim(IMPORT).map_err(|e| super::crypt::refused(IMPORT, e))?) };
     let user = r.principal().user.clone();
     let keel = r.keel.clone();
     let out = actix_web::rt::task::spawn_blocking(move || -> RfResult<()> {
+        let _crypt_claim = crypt_claim;
         crate::backup::stage(&keel.state, &archive).map_err(|e| {
             crate::backup::discard_staging(&keel.state);
             RfError::internal(format!("staging the import: {e}"))
         })?;
         // Recovery keys go on the volumes now (all or nothing), before the import is committed.
         if !keys.is_empty() {
-            let out = keel.crypt.set_recovery_keys(keys);
+            let out = keel.crypt.set_recovery_keys(keys, &crate::crypt::no_progress);
             keel.refresh_inventory();
             if let Err(e) = out {
                 crate::backup::discard_staging(&keel.state);
