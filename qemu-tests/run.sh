@@ -48,6 +48,18 @@ if [ ! -f "$nextfile" ] && [ -z "${KEEL_NEXT_IMAGE_ENV:-}" ]; then
     scripts/image.sh "${image_args[@]}" --version "$n.1" --out "$(dirname "$nextfile")"
     echo "qemu-tests: image N+1 ($n.1) build took $(( $(date +%s) - t ))s"
 fi
+# Version N+2 for the rollback scenario (only when it runs): a UKI whose command line sends the
+# machine to reboot.target, so that it never finishes booting and its tries run out.
+badfile=${KEEL_BAD_IMAGE_ENV:-build/image-bad/keel-image.env}
+want_bad=0
+[ ${#args[@]} = 0 ] && want_bad=1
+for a in "${args[@]}"; do case rollback in *"$a"*) want_bad=1 ;; esac; done
+if [ "$want_bad" = 1 ] && [ -z "${KEEL_BAD_IMAGE_ENV:-}" ] && { [ "$build" = 1 ] || [ ! -f "$badfile" ]; }; then
+    t=$(date +%s)
+    n=$(sed -n 's/^KEEL_VERSION=//p' "$envfile")
+    scripts/image.sh "${image_args[@]}" --version "$n.2" --out "$(dirname "$badfile")" --cmdline "systemd.unit=reboot.target"
+    echo "qemu-tests: image N+2 ($n.2, never finishes booting) build took $(( $(date +%s) - t ))s"
+fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
     # shellcheck disable=SC1091

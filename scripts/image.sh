@@ -2,7 +2,7 @@
 # Build the Keel image (mkosi/) on a Debian 12 or 13 machine, as root, in one command:
 #
 #   scripts/image.sh [--version V] [--profile devel] [--out DIR] [--cache DIR] [--keys DIR]
-#                    [--keeld PATH] [--no-bundle] [--rebuild-tools]
+#                    [--keeld PATH] [--no-bundle] [--rebuild-tools] [--cmdline ARGS]
 #
 # Phases (each one's duration is printed):
 #   1. host      the few Debian packages the build needs on the host (openssl, python3)
@@ -33,6 +33,7 @@ cache="${KEEL_IMAGE_CACHE:-/var/cache/keel-image}"
 keeld=""
 bundle=1
 rebuild_tools=0
+cmdline=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --version) version=$2; shift ;;
@@ -43,6 +44,9 @@ while [ $# -gt 0 ]; do
         --keeld) keeld=$(realpath "$2"); shift ;;
         --no-bundle) bundle=0 ;;
         --rebuild-tools) rebuild_tools=1 ;;
+        # More kernel command line for the UKI (signed with it), e.g. the rollback test's
+        # `systemd.unit=reboot.target`: a version that never finishes booting.
+        --cmdline) cmdline=$2; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "image: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -212,6 +216,8 @@ mkdir -p "$cache/incremental" "$cache/workspace"
 rm -rf "$out"/keel_* "$out"/initrd* "$out"/*.manifest
 profile_args=()
 [ -z "$profile" ] || profile_args=(--profile="$profile")
+# (mkosi appends a list setting given on the command line to the configured one)
+[ -z "$cmdline" ] || profile_args+=(--kernel-command-line="$cmdline")
 mkosi -C mkosi "${common[@]}" \
     --tools-tree="$tools" \
     --cache-directory="$cache/incremental" \

@@ -135,7 +135,8 @@ if [ "${KEEL_SKIP_QEMU:-0}" = 1 ]; then
     echo "=============================== qemu-tests: skipped (KEEL_SKIP_QEMU=1)"
     rows+=("$(printf '  %-4s  %-34s' SKIP "qemu-tests (the image under QEMU)")")
 else
-    STEP_TIMEOUT=${KEEL_QEMU_TIMEOUT:-3000} step "qemu-tests (the image under QEMU)" cargo qemu-tests/run.sh --build --keeld target/debug/keeld
+    STEP_TIMEOUT=${KEEL_QEMU_TIMEOUT:-3000} step "qemu-tests (the image under QEMU)" cargo \
+        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals ab_update
 fi
 
 echo

@@ -562,6 +562,90 @@ fn ab_update(ctx: &mut Ctx) -> Outcome {
     Ok(())
 }
 
+// ------------------------------------------------------------------------------------ scenario 5
+
+/// Power cut: QEMU is killed at spread-out moments while an update is being written
+/// (`KEEL_POWER_CUTS` trials, default 5); every time the machine boots, keeld answers, the version
+/// is the one it ran, the other slot is empty, and root was unlocked by the TPM.
+fn power_cut(ctx: &mut Ctx) -> Outcome {
+    let (_, bundle) = next_image(ctx)?;
+    let trials: u64 = std::env::var("KEEL_POWER_CUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let m = ctx.booted()?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let (before, _) = slots(&c)?;
+    let len = std::fs::metadata(&bundle).map_err(|e| e.to_string())?.len();
+    // A push takes 40-60 s here (reading, hashing and writing); cut between 3 s and 30 s in, spread
+    // over the trials with a little jitter, so the cut never falls after the slot was activated.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
+    eprintln!("power cuts: {trials} trials, jitter seed {seed}");
+    for i in 0..trials {
+        let m = ctx.machine.as_mut().unwrap();
+        let jitter = (seed.wrapping_mul(6364136223846793005).wrapping_add(i * 1442695040888963407) >> 33) % 2000;
+        let at = Duration::from_millis(3000 + i * 27_000 / trials.max(1) + jitter);
+        let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+        let b = bundle.clone();
+        let pusher = std::thread::spawn(move || {
+            let f = std::fs::File::open(&b).map_err(|e| e.to_string())?;
+            push(&c, &serde_json::json!({ "@Redfish.OperationApplyTime": "OnReset" }), "next.bundle", &mut std::io::BufReader::new(f), len)
+        });
+        std::thread::sleep(at);
+        let from = m.serial_text().len();
+        m.power_cut();
+        let pushed = pusher.join().map_err(|_| "push thread panicked")?;
+        check(pushed.is_err(), format!("trial {i}: the push finished before the cut at {at:?}: {pushed:?}"))?;
+        m.power_on()?;
+        let t = Instant::now();
+        m.wait_redfish(Ctx::boot_timeout()).map_err(|e| format!("trial {i} (cut {at:?} into the push): {e}"))?;
+        eprintln!("trial {i}: cut {:.1} s into the push; keeld answered {:.0} s after power-on", at.as_secs_f64(), t.elapsed().as_secs_f64());
+        check_boot_console(&m.serial_text()[from..]).map_err(|e| format!("trial {i}: {e}"))?;
+        let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+        let (os, sl) = slots(&c)?;
+        check(os == before, format!("trial {i}: after the cut keeld reports {os}, it ran {before}"))?;
+        check(sl.iter().filter(|x| x["Version"].is_null()).count() == 1, format!("trial {i}: the slot being written is not empty: {}", Value::from(sl.clone())))?;
+    }
+    ctx.figures.push(format!("power cuts during an update: {trials}, each booted {before}"));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ scenario 4
+
+/// Rollback: version N+2 (build/image-bad: its command line sends it to reboot.target, so it
+/// never finishes booting) is pushed and the machine reset; after its three tries systemd-boot
+/// falls back by itself, keeld answers on the version that ran before and reports N+2's slot as
+/// failed.
+fn rollback(ctx: &mut Ctx) -> Outcome {
+    let path = std::env::var_os("KEEL_BAD_IMAGE_ENV").map(PathBuf::from).unwrap_or_else(|| repo_root().join("build/image-bad/keel-image.env"));
+    let bad = ImageEnv::load(&path)?;
+    let bundle = bad.bundle.clone().filter(|b| b.exists()).ok_or_else(|| format!("{}: no update bundle", path.display()))?;
+    let m = ctx.booted()?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let (before, _) = slots(&c)?;
+    check(before != bad.version, format!("already running {before}"))?;
+    let len = std::fs::metadata(&bundle).map_err(|e| e.to_string())?.len();
+    let f = std::fs::File::open(&bundle).map_err(|e| e.to_string())?;
+    let (status, task) = push(&c, &serde_json::json!({ "@Redfish.OperationApplyTime": "OnReset" }), "bad.bundle", &mut std::io::BufReader::new(f), len)?;
+    check(status == 202 && task["TaskState"] == "Completed", format!("push of {}: HTTP {status}: {task}", bad.version))?;
+    let from = m.serial_text().len();
+    reset(&c, "GracefulRestart")?;
+    let took = m.wait_reboot(Ctx::boot_timeout() * 3)?;
+    ctx.figures.push(format!("reset, three failed boots of {} and the fallback: {:.0} s", bad.version, took.as_secs_f64()));
+    let m = ctx.machine.as_mut().unwrap();
+    let console = m.serial_text()[from..].to_string();
+    let boots = console.matches("UEFI Secure Boot is enabled").count();
+    let failed = console.matches("Reached target reboot.target").count();
+    eprintln!("since the reset: {boots} boots, {failed} of them ended at reboot.target");
+    check(boots >= 4 && failed >= 4, format!("expected three failed boots of {} and the fallback: {boots} boots, {failed} reboots", bad.version))?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let (os, sl) = slots(&c)?;
+    eprintln!("slots after the rollback: {:?}", sl.iter().map(|x| format!("{} {} {} {}", x["Id"], x["Version"], x["Status"]["State"], x["Status"]["Health"])).collect::<Vec<_>>());
+    check(os == before, format!("after the fallback keeld reports {os}, expected {before}"))?;
+    let failed_slot = sl.iter().find(|x| x["Version"] == bad.version.as_str()).ok_or_else(|| format!("no slot reports {}", bad.version))?;
+    check(failed_slot["Status"]["Health"] == "Critical" && failed_slot["Status"]["State"] == "UnavailableOffline", format!("the failed slot: {failed_slot}"))?;
+    // The last part of the console is the good boot: root unlocked by the TPM again.
+    let last = console.rfind("UEFI Secure Boot is enabled").unwrap_or(0);
+    check_boot_console(&console[last..])
+}
+
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {
     let addr = url.trim_start_matches("https://").parse().map_err(|e| format!("{url}: {e}"))?;
     Client::new(addr).peer_cert_pem()
@@ -602,13 +686,6 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Scenarios that need work from other issues; listed so that a run says what it did not test.
 const NOT_YET: &[(&str, &str)] = &[
-    // TODO(issue 4): bundle N+2 whose UKI cannot finish booting (e.g. a UKI whose command line
-    // makes systemd fail before boot-complete.target); after its 3 tries (keel_<N+2>+3.efi ->
-    // +0-3) systemd-boot falls back to N+1; keeld reports the failed slot.
-    ("rollback", "automatic rollback after the boot tries run out"),
-    // TODO(issue 4): Machine::power_cut() at random moments while an update is being written (>= 5
-    // trials in CI); each time the machine boots, keeld answers, and the version is the old one.
-    ("power_cut", "power cut during an update"),
     // TODO(issue 5): Decommission/ResetToDefaults -> machine comes back clean (repart's
     // FactoryReset=yes partitions: root, swap); with a different OVMF vars file (another PK/db)
     // the TPM policy fails and the recovery key set through the API, typed on the serial console
@@ -620,7 +697,7 @@ type Scenario = fn(&mut Ctx) -> Outcome;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("ab_update", ab_update)];
+    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("power_cut", power_cut), ("ab_update", ab_update), ("rollback", rollback)];
     let selected = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
 
     // Before any thread exists: every socket, QEMU and validator of this run lives in here.
