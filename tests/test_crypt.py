@@ -175,12 +175,7 @@ def start(tmp_path, tcti, *volumes, host_root=None):
 
 @needs_tools
 def test_discovery_keys_generate_confirm_and_refusals(tmp_path, swtpm, tools):  # noqa: F811
-    extend(swtpm, 7, b"firmware")
-    root, data = tmp_path / "root.img", tmp_path / "data.img"
-    luks_image(root, swtpm)
-    with open(data, "wb") as f:
-        f.truncate(32 << 20)
-    k = start(tmp_path, swtpm, ("root", root), ("data", data))
+    k, root, data = root_and_blank_drive(tmp_path, swtpm)
     try:
         s = k.admin()
         # Discovery: keeld took charge of the volume (the TPM unlocked it) and shows its slots by kind.
@@ -415,12 +410,7 @@ def test_no_tpm_unlock_no_charge_and_no_actions_without_volumes(tmp_path, swtpm,
 
 @needs_tools
 def test_one_encryption_change_at_a_time(tmp_path, swtpm, tools):  # noqa: F811
-    extend(swtpm, 7, b"firmware")
-    root, data = tmp_path / "root.img", tmp_path / "data.img"
-    luks_image(root, swtpm)
-    with open(data, "wb") as f:
-        f.truncate(32 << 20)
-    k = start(tmp_path, swtpm, ("root", root), ("data", data))
+    k, root, data = root_and_blank_drive(tmp_path, swtpm)
     try:
         s = k.admin()
         # Three keys: three slow enrollments (systemd's key derivation for typed passphrases).
@@ -498,14 +488,19 @@ def test_a_failure_in_the_work_ends_the_task_as_exception_with_nothing_changed(t
         k.stop()
 
 
-@needs_tools
-def test_encrypting_a_drive_fails_in_its_task_when_the_tpm_is_gone(tmp_path, swtpm, tools):  # noqa: F811
+
+def root_and_blank_drive(tmp_path, swtpm):
+    """keeld with a TPM-bound LUKS2 root image and a blank 32 MiB data drive (PCR 7 extended)."""
     extend(swtpm, 7, b"firmware")
     root, data = tmp_path / "root.img", tmp_path / "data.img"
     luks_image(root, swtpm)
     with open(data, "wb") as f:
         f.truncate(32 << 20)
-    k = start(tmp_path, swtpm, ("root", root), ("data", data))
+    return start(tmp_path, swtpm, ("root", root), ("data", data)), root, data
+
+@needs_tools
+def test_encrypting_a_drive_fails_in_its_task_when_the_tpm_is_gone(tmp_path, swtpm, tools):  # noqa: F811
+    k, root, data = root_and_blank_drive(tmp_path, swtpm)
     try:
         s = k.admin()
         key = "Correct-Horse-Battery"
@@ -535,12 +530,7 @@ def test_encrypting_a_drive_fails_in_its_task_when_the_tpm_is_gone(tmp_path, swt
 
 @needs_tools
 def test_service_validator_with_encrypted_volumes(tmp_path, swtpm, tools):  # noqa: F811
-    extend(swtpm, 7, b"firmware")
-    root, data = tmp_path / "root.img", tmp_path / "data.img"
-    luks_image(root, swtpm)
-    with open(data, "wb") as f:
-        f.truncate(32 << 20)
-    k = start(tmp_path, swtpm, ("root", root), ("data", data))
+    k, root, data = root_and_blank_drive(tmp_path, swtpm)
     try:
         logs = run_service_validator(k, tmp_path)
         assert f"{VOLS}/root" in logs
