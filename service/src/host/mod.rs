@@ -101,10 +101,7 @@ impl Host {
     /// was not recorded gives status -1 and no output: callers degrade that one property.
     pub fn run(&self, program: &str, args: &[&str]) -> CmdOutput {
         match self.runner {
-            Runner::Live => match Command::new(program).args(args).output() {
-                Ok(o) => CmdOutput { status: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into_owned() },
-                Err(_) => CmdOutput { status: -1, stdout: String::new() },
-            },
+            Runner::Live => run_live(program, args, COMMAND_TIMEOUT),
             Runner::Recorded => {
                 let p = self.root.join(COMMANDS_DIR).join(command_key(program, args));
                 std::fs::read(&p)
@@ -116,9 +113,65 @@ impl Host {
     }
 }
 
+/// How long a program keeld reads the machine with may take (smartctl, ethtool, incus, ...).
+/// One that hangs (Incus still starting after a power cut, a drive that does not answer) is
+/// stopped, and only what it would have described is missing until the next refresh.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run a program with no input, its standard output collected and standard error dropped; after
+/// `timeout` it is killed and the result is status `-1` with no output.
+pub fn run_live(program: &str, args: &[&str], timeout: std::time::Duration) -> CmdOutput {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::Instant;
+    let failed = CmdOutput { status: -1, stdout: String::new() };
+    let deadline = Instant::now() + timeout;
+    let Ok(mut child) = Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() else { return failed };
+    let mut out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        let _ = tx.send(b);
+    });
+    let stop = |child: &mut std::process::Child| {
+        log::warn!("{program} {}: no answer within {timeout:?}, stopped", args.join(" "));
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    // The end of its output comes with its exit (or not at all, if it hangs).
+    let Ok(bytes) = rx.recv_timeout(timeout) else {
+        stop(&mut child);
+        return failed;
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return CmdOutput { status: st.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&bytes).into_owned() },
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(1)),
+            _ => {
+                stop(&mut child);
+                return failed;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_command_that_hangs_is_stopped_at_its_timeout() {
+        let t = std::time::Instant::now();
+        assert_eq!(run_live("sh", &["-c", "echo partial; sleep 30"], std::time::Duration::from_millis(300)), CmdOutput { status: -1, stdout: String::new() });
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+        // One that closes its output and then hangs is stopped too.
+        let t = std::time::Instant::now();
+        assert_eq!(run_live("sh", &["-c", "exec >/dev/null; sleep 30"], std::time::Duration::from_millis(300)).status, -1);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(run_live("sh", &["-c", "echo out; echo err >&2; exit 3"], std::time::Duration::from_secs(10)), CmdOutput { status: 3, stdout: "out\n".into() });
+        assert_eq!(run_live("/nonexistent/program", &[], std::time::Duration::from_secs(1)).status, -1);
+    }
 
     #[test]
     fn fixture_reads_under_its_root_and_replays_commands() {
