@@ -5,5 +5,6 @@ pub mod accel;
 pub mod image;
 pub mod machine;
 pub mod netns;
+pub mod record;
 pub mod redfish;
 pub mod tools;

@@ -47,6 +47,11 @@ pub struct Spec {
     pub disks: Vec<Disk>,
     /// One NIC per MAC address; the first carries the forwarded HTTPS port.
     pub nics: Vec<String>,
+    /// More NICs after `nics`, of other QEMU models: (device, MAC), e.g. ("e1000e", "52:54:...").
+    pub other_nics: Vec<(String, String)>,
+    /// QEMU's `-smbios type=1,...` fields (system identity); `None` keeps QEMU's own
+    /// (manufacturer QEMU, product "Standard PC (Q35 + ICH9, 2009)").
+    pub smbios_system: Option<String>,
     /// `user:password` passed as the systemd credential keel.bootstrap-admin (SMBIOS type 11).
     pub bootstrap_admin: Option<(String, String)>,
 }
@@ -69,6 +74,8 @@ impl Spec {
                 d(Bus::Nvme, 3072, "KEELNVME2"),
             ],
             nics: vec!["52:54:00:4b:45:01".into(), "52:54:00:4b:45:02".into()],
+            other_nics: vec![],
+            smbios_system: Some(format!("manufacturer=Keel,product=qemu-tests,serial={name}")),
             bootstrap_admin: Some((admin.0.into(), admin.1.into())),
         }
     }
@@ -198,7 +205,8 @@ impl Machine {
         // NICs: user networking, nothing reachable from the guest; keeld's 443 from loopback. Each
         // NIC gets its own subnet (10.0.2.0/24, 10.0.3.0/24, ...): with the same subnet twice the
         // guest would answer the forwarded connection through whichever default route it prefers.
-        for (i, mac) in s.nics.iter().enumerate() {
+        let nics = s.nics.iter().map(|m| ("virtio-net-pci", m.as_str())).chain(s.other_nics.iter().map(|(d, m)| (d.as_str(), m.as_str())));
+        for (i, (model, mac)) in nics.enumerate() {
             // The first NIC also reaches the harness's file server at http://10.0.2.100/ (QEMU
             // runs http/serve.sh for each connection; restrict=on keeps explicit forwards).
             let fwd = if i == 0 {
@@ -206,9 +214,11 @@ impl Machine {
             } else {
                 String::new()
             };
-            push(&["-netdev", &format!("user,id=n{i},net=10.0.{}.0/24,restrict=on{fwd}", 2 + i), "-device", &format!("virtio-net-pci,netdev=n{i},mac={mac},romfile=")]);
+            push(&["-netdev", &format!("user,id=n{i},net=10.0.{}.0/24,restrict=on{fwd}", 2 + i), "-device", &format!("{model},netdev=n{i},mac={mac},romfile=")]);
         }
-        push(&["-smbios", &format!("type=1,manufacturer=Keel,product=qemu-tests,serial={}", s.name)]);
+        if let Some(t1) = &s.smbios_system {
+            push(&["-smbios", &format!("type=1,{t1}")]);
+        }
         if let Some((u, p)) = &s.bootstrap_admin {
             use base64::Engine;
             let v = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
@@ -468,5 +478,18 @@ mod tests {
         // the password travels base64-encoded in the SMBIOS credential, never in clear
         assert!(a.contains("io.systemd.credential.binary:keel.bootstrap-admin=YWRtaW46UGFzcy13b3JkLTE="));
         assert!(!a.contains("Pass-word-1"));
+    }
+
+    #[test]
+    fn other_nic_models_and_qemus_own_identity() {
+        let mut spec = Spec::standard("t", ("admin", "Pass-word-1"));
+        spec.other_nics = vec![("e1000e".into(), "52:54:00:4b:52:15".into())];
+        spec.smbios_system = None;
+        spec.bootstrap_admin = None;
+        let m = Machine { spec, dir: "/tmp/x".into(), accel: Accel::Tcg, tools: Tools::default(), https: "127.0.0.1:4443".parse().unwrap(), env: ImageEnv::for_test(), run: None, serial: Default::default() };
+        let a = m.qemu_args(Path::new("/tmp/x/tpm.sock")).join(" ");
+        assert_eq!(a.matches("-device virtio-net-pci,").count(), 2);
+        assert!(a.contains("-netdev user,id=n2,net=10.0.4.0/24,restrict=on -device e1000e,netdev=n2,mac=52:54:00:4b:52:15,romfile="));
+        assert!(!a.contains("-smbios"), "no type 1 override, no credential: {a}");
     }
 }

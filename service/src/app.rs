@@ -133,7 +133,9 @@ impl Keel {
             crypt.refresh(&host, &mut inv);
         }
         let inventory = std::sync::RwLock::new(Arc::new(inv));
-        let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"));
+        let tpm = crate::tpm::Tpm::probe(crate::tpm::default_tcti(cfg.tpm_tcti.clone(), host.is_live()), &state.path("attestation-ca.pem"))
+            // A recorded machine without --tpm-tcti: the TPM it had, as recorded (read-only).
+            .or_else(|| (!host.is_live() && cfg.tpm_tcti.is_none()).then(|| crate::tpm::Tpm::recorded(&host)).flatten());
         // The simulated platform's reset hook: where the A/B engine's simulated reboot goes.
         let slots = crate::slots::open_configured(&cfg)?;
         log::info!("slots: {} platform, running {}", slots.platform(), slots.running_version().unwrap_or_else(|| "an unknown version".into()));

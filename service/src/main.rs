@@ -168,7 +168,7 @@ enum Cmd {
         #[arg(long = "crypt-volume", value_name = "NAME=PATH")]
         crypt_volume: Vec<keeld::crypt::SimDisk>,
         /// Where updates act: `simulated` (a GPT image in STATE/sim), `real` (this machine's boot
-        /// disk; a Keel image) or `auto` (real on a Keel image).
+        /// disk; a Keel image) or `auto` (real on a Keel image, simulated with --host-root).
         #[arg(long, default_value = "auto", value_parser = ["auto", "simulated", "real"])]
         platform: String,
         /// The CA (PEM) an update bundle's signer must chain to.

@@ -2,7 +2,7 @@
 //! resource manager `/dev/tpmrm0` when present). Every call opens its own context in a blocking
 //! thread; a TPM that is absent or fails only hides the TPM resources.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 use tss_esapi::constants::{CapabilityType, PropertyTag};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
@@ -14,7 +14,7 @@ pub fn default_tcti(option: Option<String>, live: bool) -> Option<String> {
     option.or_else(|| (live && std::path::Path::new("/dev/tpmrm0").exists()).then(|| "device:/dev/tpmrm0".to_string()))
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Pcr {
     pub index: u32,
     /// `TPM_ALG_SHA256` etc.
@@ -22,7 +22,7 @@ pub struct Pcr {
     pub digest: Vec<u8>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TpmInfo {
     /// The TPM_PT_MANUFACTURER vendor ID, as its four ASCII characters.
     pub manufacturer: String,
@@ -85,7 +85,38 @@ pub struct Tpm {
     pub ca_cert: Option<String>,
 }
 
+/// Where `keeld host record` keeps what the machine's TPM answered (inside the fixture).
+pub const RECORDED_FILE: &str = ".keel-tpm.json";
+/// The `tcti` of a TPM replayed from a recording: nothing to open, no attestation key.
+pub const RECORDED_TCTI: &str = "recorded";
+
 impl Tpm {
+    /// The TPM a recorded machine had (`RECORDED_FILE` in the fixture), served read-only: its
+    /// properties and PCRs as recorded, no attestation key and so no quote.
+    pub fn recorded(host: &crate::host::Host) -> Option<Tpm> {
+        let data = host.read_bytes(RECORDED_FILE).ok()?;
+        match serde_json::from_slice::<TpmInfo>(&data) {
+            Ok(info) => Some(Tpm { tcti: RECORDED_TCTI.into(), info, ak_cert: None, ca_cert: None }),
+            Err(e) => {
+                log::warn!("recorded TPM {RECORDED_FILE}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Replayed from a recording: it can be shown, not used (no key can be sealed to it).
+    pub fn is_recorded(&self) -> bool {
+        self.tcti == RECORDED_TCTI
+    }
+
+    /// What the TPM reports now (a recorded TPM: what it reported then).
+    pub fn read_now(&self) -> Result<TpmInfo, String> {
+        if self.is_recorded() {
+            return Ok(self.info.clone());
+        }
+        read(&self.tcti)
+    }
+
     /// Probe the TPM at `tcti`; `None` (logged) when it does not answer.
     /// The attestation CA is kept at `ca_path`.
     pub fn probe(tcti: Option<String>, ca_path: &std::path::Path) -> Option<Tpm> {
@@ -322,6 +353,22 @@ pub fn ak_certificate(tcti: &str, ca_path: &std::path::Path, info: &TpmInfo) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_tpm_is_replayed_read_only_and_garbage_is_no_tpm() {
+        let dir = std::env::temp_dir().join(format!("keel-tpm-rec-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = crate::host::Host::fixture(&dir);
+        assert!(Tpm::recorded(&host).is_none(), "no recording, no TPM");
+        let info = TpmInfo { manufacturer: "IBM".into(), firmware_version: "8217.4131.22.13878".into(), pcrs: vec![Pcr { index: 7, algorithm: "TPM_ALG_SHA256".into(), digest: vec![0xab; 32] }] };
+        std::fs::write(dir.join(RECORDED_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
+        let t = Tpm::recorded(&host).unwrap();
+        assert!(t.is_recorded() && t.ak_cert.is_none() && t.ca_cert.is_none());
+        assert_eq!(t.read_now().unwrap(), info);
+        std::fs::write(dir.join(RECORDED_FILE), b"{not json").unwrap();
+        assert!(Tpm::recorded(&host).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pcr_selection_parses_banks_and_rejects_garbage() {

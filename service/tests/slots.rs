@@ -853,6 +853,13 @@ fn the_configured_platform_is_opened() {
     assert!(keeld::slots::open_configured(&cfg).is_err());
     let cfg = keeld::app::Config { platform: "auto".into(), ..cfg };
     assert_eq!(keeld::slots::open_configured(&cfg).unwrap().platform(), "simulated", "not a Keel image: simulated");
+    // A recorded Keel image (--host-root) is served, never updated: auto is simulated there too.
+    let rec = tmp.0.join("recorded-keel");
+    std::fs::create_dir_all(rec.join("usr/lib")).unwrap();
+    std::fs::write(rec.join("usr/lib/os-release"), "NAME=\"Keel\"\nID=keel\n").unwrap();
+    assert!(keeld::slots::Slots::is_keel_image(&rec));
+    let cfg = keeld::app::Config { host_root: Some(rec), ..cfg };
+    assert_eq!(keeld::slots::open_configured(&cfg).unwrap().platform(), "simulated", "a recording: simulated");
     if cfg!(target_arch = "x86_64") {
         assert_eq!(keeld::slots::native_arch(), "x86-64");
     }

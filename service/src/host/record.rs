@@ -135,6 +135,13 @@ pub fn record(host: &Host, dir: &Path) -> io::Result<(usize, usize)> {
         fs::write(cmd_dir.join(command_key(&prog, &args)), serde_json::to_vec_pretty(&host.run(&prog, &args))?)?;
         commands += 1;
     }
+    // The TPM, as keeld reads it (properties and PCRs; nothing secret, no key is made).
+    if let Some(tcti) = crate::tpm::default_tcti(None, host.is_live()) {
+        match crate::tpm::read(&tcti) {
+            Ok(info) => fs::write(dir.join(crate::tpm::RECORDED_FILE), serde_json::to_vec(&info)?)?,
+            Err(e) => log::warn!("TPM not recorded: {e}"),
+        }
+    }
     let files = walk_count(dir);
     Ok((files, commands))
 }

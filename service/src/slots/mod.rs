@@ -53,7 +53,9 @@ pub fn open_configured(cfg: &crate::app::Config) -> io::Result<Slots> {
     let real = match cfg.platform.as_str() {
         "real" => true,
         "simulated" => false,
-        "auto" => platform::is_keel_image(&root),
+        // A recorded machine (--host-root), even a recorded Keel image, is never the disk to
+        // update: auto means real only on the live machine (as `--power auto` does).
+        "auto" => cfg.host_root.is_none() && platform::is_keel_image(&root),
         other => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unknown platform {other:?} (simulated, real or auto)"))),
     };
     if real {

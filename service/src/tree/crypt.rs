@@ -195,7 +195,8 @@ async fn confirm(r: Req, _: Map<String, Value>) -> RfResult<Reply> {
 
 async fn rebind(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     check_system(&r)?;
-    let tpm = r.keel.tpm.is_some();
+    // (a recorded machine's TPM can be shown, not sealed to)
+    let tpm = r.keel.tpm.as_ref().is_some_and(|t| !t.is_recorded());
     let claim = claim(&r, REBIND)?;
     blocking(&r, move |k| k.crypt.check_rebind_tpm(tpm)).await?.map_err(|e| refused(REBIND, e))?;
     start(&r, REBIND, claim, Some(Value::Object(b)), move |k, task| {
@@ -211,7 +212,8 @@ async fn encrypt(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let Some(drive) = uri.strip_prefix(&prefix).filter(|d| !d.is_empty() && !d.contains('/')).map(str::to_string) else {
         return Err(RfError::new(StatusCode::BAD_REQUEST, Message::base(&base::ACTION_PARAMETER_VALUE_ERROR, &["Drive", ENCRYPT]).related("Drive").resolution(format!("Give a link to a member of {CHASSIS}/Drives."))));
     };
-    let tpm = r.keel.tpm.is_some();
+    // (a recorded machine's TPM can be shown, not sealed to)
+    let tpm = r.keel.tpm.as_ref().is_some_and(|t| !t.is_recorded());
     let claim = claim(&r, ENCRYPT)?;
     let checked = drive.clone();
     blocking(&r, move |k| k.crypt.check_encrypt_drive(&checked, tpm)).await?.map_err(|e| refused(ENCRYPT, e))?;

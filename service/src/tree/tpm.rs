@@ -179,9 +179,9 @@ async fn member(r: Req) -> RfResult<Value> {
         (Some(t), "TPM") => t.clone(),
         _ => return Err(RfError::resource_not_found("ComponentIntegrity", r.param(0))),
     };
-    let tcti = tpm.tcti.clone();
+    let now = tpm.clone();
     // The PCRs as they are now; the start-up reading if the TPM does not answer.
-    let (info, health) = match tokio::task::spawn_blocking(move || crate::tpm::read(&tcti)).await {
+    let (info, health) = match tokio::task::spawn_blocking(move || now.read_now()).await {
         Ok(Ok(i)) => (i, "OK"),
         Ok(Err(e)) => {
             log::warn!("{e}");
