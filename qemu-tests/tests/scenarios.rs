@@ -646,6 +646,85 @@ fn rollback(ctx: &mut Ctx) -> Outcome {
     check_boot_console(&console[last..])
 }
 
+// ------------------------------------------------------------------------------------ scenario 7
+
+/// Recovery key: keeld took charge of root and swap (its service key); a recovery key is set
+/// through the API (a task); the machine is powered off and started with Secure Boot off (the
+/// firmware's blank variable store), so PCR 7 differs and the TPM refuses to unseal; the harness
+/// types the recovery key at the console prompt and the machine boots; keeld reports the boot as
+/// unlocked by the recovery key and allows RebindTPM; after it the next boot unlocks with the TPM
+/// alone again.
+fn recovery_key(ctx: &mut Ctx) -> Outcome {
+    const KEY: &str = "Keel-Recovery-Key-2026!";
+    let blank = ctx.env()?.tools.map(|t| t.join("usr/share/OVMF/OVMF_VARS_4M.fd")).filter(|p| p.exists()).ok_or("no blank OVMF variable store in the tools tree")?;
+    let m = ctx.booted()?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let sys = "/redfish/v1/Systems/system";
+    let security = |c: &Client| -> Result<Value, String> { Ok(c.get_json(sys)?["Oem"]["Keel"]["Security"].clone()) };
+    let sec = security(&c)?;
+    eprintln!("security: {sec}");
+    check(sec["EncryptionManaged"] == true && sec["BootUnlockedBy"] == "TPM", format!("keeld does not manage root and swap, or the TPM did not unlock them: {sec}"))?;
+
+    let r = c.request("POST", &format!("{sys}/Actions/Oem/KeelComputerSystem.SetRecoveryKeys"), Some(&serde_json::json!({ "RecoveryKeys": [KEY] })))?;
+    check(r.status == 202, format!("SetRecoveryKeys: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let task = c.wait_task(r.header("Location").ok_or("202 without Location")?, Duration::from_secs(600))?;
+    check(task["TaskState"] == "Completed", format!("SetRecoveryKeys: {task}"))?;
+    check(!task.to_string().contains(KEY), "the task shows the recovery key")?;
+    check(security(&c)?["RecoveryKeyCount"] == 1, format!("RecoveryKeyCount after SetRecoveryKeys: {}", security(&c)?))?;
+
+    // Power off; Secure Boot off from now on.
+    reset(&c, "GracefulShutdown")?;
+    let t = Instant::now();
+    while m.running() {
+        check(t.elapsed() < Duration::from_secs(300), "the machine did not power off within 5 minutes")?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    m.power_cut();
+    std::fs::copy(&blank, m.dir.join("vars.fd")).map_err(|e| format!("{}: {e}", blank.display()))?;
+    let from = m.serial_text().len();
+    m.power_on()?;
+    // The TPM refuses; every passphrase prompt gets the recovery key.
+    let t = Instant::now();
+    let mut typed = 0;
+    loop {
+        let prompts = m.serial_text()[from..].matches("Please enter passphrase").count();
+        if prompts > typed {
+            std::thread::sleep(Duration::from_millis(500));
+            m.serial_write(&format!("{KEY}\n"))?;
+            typed = prompts;
+            eprintln!("typed the recovery key at prompt {typed}");
+        }
+        if m.client().get("/redfish/v1").is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        check(m.running(), format!("QEMU exited: {}", m.qemu_stderr()))?;
+        check(t.elapsed() < Ctx::boot_timeout(), format!("keeld did not answer within {:?} (prompts seen: {prompts})", Ctx::boot_timeout()))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let console = m.serial_text()[from..].to_string();
+    check(typed >= 1, "no passphrase prompt: the TPM unsealed root with Secure Boot off")?;
+    check(console.contains("Finished systemd-cryptsetup@root.s"), "root was not unlocked")?;
+    check(!console.contains(KEY), "the console echoed the recovery key")?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let sec = security(&c)?;
+    eprintln!("security after the recovery boot: {sec}");
+    check(sec["BootUnlockedBy"] == "RecoveryKey" && sec["SecureBoot"] == "Disabled", format!("after the recovery boot: {sec}"))?;
+
+    // Bind the TPM to this state; the next boot needs no key.
+    let r = c.request("POST", &format!("{sys}/Actions/Oem/KeelComputerSystem.RebindTPM"), Some(&serde_json::json!({})))?;
+    check(r.status == 202, format!("RebindTPM: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let task = c.wait_task(r.header("Location").ok_or("202 without Location")?, Duration::from_secs(600))?;
+    check(task["TaskState"] == "Completed", format!("RebindTPM: {task}"))?;
+    let from = m.serial_text().len();
+    reset(&c, "GracefulRestart")?;
+    m.wait_reboot(Ctx::boot_timeout())?;
+    let console = m.serial_text()[from..].to_string();
+    check(!console.contains("Please enter passphrase"), "after RebindTPM the console still asks for a passphrase")?;
+    check(console.contains("Finished systemd-cryptsetup@root.s"), "root was not unlocked after RebindTPM")?;
+    let sec = security(&m.client().with_auth(ADMIN.0, ADMIN.1))?;
+    check(sec["BootUnlockedBy"] == "TPM", format!("after RebindTPM: {sec}"))
+}
+
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {
     let addr = url.trim_start_matches("https://").parse().map_err(|e| format!("{url}: {e}"))?;
     Client::new(addr).peer_cert_pem()
@@ -697,7 +776,7 @@ type Scenario = fn(&mut Ctx) -> Outcome;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("power_cut", power_cut), ("ab_update", ab_update), ("rollback", rollback)];
+    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("power_cut", power_cut), ("ab_update", ab_update), ("rollback", rollback), ("recovery_key", recovery_key)];
     let selected = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
 
     // Before any thread exists: every socket, QEMU and validator of this run lives in here.
