@@ -725,6 +725,47 @@ fn recovery_key(ctx: &mut Ctx) -> Outcome {
     check(sec["BootUnlockedBy"] == "TPM", format!("after RebindTPM: {sec}"))
 }
 
+/// Factory reset: `ComputerSystem.Decommission` with `UserData` crypto-erases root and swap and
+/// asks systemd-repart (EFI variable `FactoryReset`) to re-create them; the machine restarts and
+/// comes back clean: a new root volume (another LUKS UUID) unlocked by the TPM, keeld's state new
+/// (an account made before is gone, the bootstrap administrator from the SMBIOS credential again).
+fn factory_reset(ctx: &mut Ctx) -> Outcome {
+    let m = ctx.booted()?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let root_uuid = |c: &Client| -> Result<String, String> {
+        for s in c.members("/redfish/v1/Systems/system/Storage")? {
+            if let Some(v) = s["Volumes"]["@odata.id"].as_str() {
+                for vol in c.members(v)? {
+                    if vol["DisplayName"] == "root" {
+                        return vol["Oem"]["Keel"]["LUKSUUID"].as_str().map(String::from).ok_or_else(|| format!("root without LUKSUUID: {vol}"));
+                    }
+                }
+            }
+        }
+        Err("no root volume".into())
+    };
+    let before = root_uuid(&c)?;
+    let r = c.request("POST", "/redfish/v1/AccountService/Accounts", Some(&serde_json::json!({ "UserName": "before-reset", "Password": "Keel-Operator-Pass2", "RoleId": "Operator" })))?;
+    check(r.status == 201, format!("creating an account: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let from = m.serial_text().len();
+    let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Decommission", Some(&serde_json::json!({ "DecommissionTypes": ["UserData"] })))?;
+    check(r.status == 202, format!("Decommission: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let took = m.wait_reboot(Ctx::boot_timeout())?;
+    ctx.figures.push(format!("factory reset to Redfish ready: {:.0} s", took.as_secs_f64()));
+    let m = ctx.machine.as_mut().unwrap();
+    let console = m.serial_text()[from..].to_string();
+    check(!console.contains("Please enter passphrase"), "the console asked for a passphrase after the factory reset")?;
+    check(console.contains("Finished systemd-cryptsetup@root.s"), "root was not unlocked after the factory reset")?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let accounts: Vec<String> = c.members("/redfish/v1/AccountService/Accounts")?.iter().filter_map(|a| a["UserName"].as_str().map(String::from)).collect();
+    check(!accounts.iter().any(|a| a == "before-reset"), format!("the account made before the reset survived: {accounts:?}"))?;
+    let after = root_uuid(&c)?;
+    eprintln!("root LUKS UUID {before} -> {after}; accounts now {accounts:?}");
+    check(after != before, "root is the same LUKS volume as before the reset")?;
+    let sec = c.get_json("/redfish/v1/Systems/system")?["Oem"]["Keel"]["Security"].clone();
+    check(sec["BootUnlockedBy"] == "TPM", format!("after the factory reset: {sec}"))
+}
+
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {
     let addr = url.trim_start_matches("https://").parse().map_err(|e| format!("{url}: {e}"))?;
     Client::new(addr).peer_cert_pem()
@@ -765,18 +806,13 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Scenarios that need work from other issues; listed so that a run says what it did not test.
 const NOT_YET: &[(&str, &str)] = &[
-    // TODO(issue 5): Decommission/ResetToDefaults -> machine comes back clean (repart's
-    // FactoryReset=yes partitions: root, swap); with a different OVMF vars file (another PK/db)
-    // the TPM policy fails and the recovery key set through the API, typed on the serial console
-    // by Machine::serial_write(), unlocks root.
-    ("factory_reset_recovery", "factory reset and recovery key (needs issue 5's API on the image)"),
 ];
 
 type Scenario = fn(&mut Ctx) -> Outcome;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("power_cut", power_cut), ("ab_update", ab_update), ("rollback", rollback), ("recovery_key", recovery_key)];
+    let scenarios: &[(&str, Scenario)] = &[("accel_probe", accel_probe), ("boot", boot), ("conformance", conformance), ("refusals", refusals), ("power_cut", power_cut), ("ab_update", ab_update), ("rollback", rollback), ("recovery_key", recovery_key), ("factory_reset", factory_reset)];
     let selected = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
 
     // Before any thread exists: every socket, QEMU and validator of this run lives in here.

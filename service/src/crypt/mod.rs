@@ -32,6 +32,8 @@ pub use unlock::UnlockedBy;
 
 /// The Storage that holds the simulated platform's image files.
 pub const SIM_STORAGE: &str = "Image0";
+/// Argon2id memory of an operator's passphrase slot (KiB): 64 MiB.
+const PASSWORD_KDF_MEMORY_KIB: u32 = 65536;
 /// PCRs a new TPM2 binding uses when no existing one says otherwise (the Secure Boot policy).
 const DEFAULT_PCRS: &[u32] = &[7];
 
@@ -542,10 +544,15 @@ impl Crypt {
         Ok(slot)
     }
 
-    /// Enroll an operator-chosen key (a passphrase slot with systemd's default key derivation).
+    /// Enroll an operator-chosen key: a passphrase slot with Argon2id at a fixed memory cost
+    /// (`PASSWORD_KDF_MEMORY_KIB`, one lane) and cryptsetup's time-based iteration count.
+    /// libcryptsetup's default would size the memory to half the machine's RAM and its lanes to the
+    /// CPUs, which fails inside keeld's unit (its memory is capped) with "Not compatible PBKDF
+    /// options", as seen on the Keel image; an operator's 15+ character key does not need more.
     fn add_password(&self, dev: &str, unlock_key: &Path, key: &str) -> Result<()> {
-        let unlock = format!("--unlock-key-file={}", unlock_key.display());
-        self.run(Call::new("systemd-cryptenroll", &[&unlock, "--password", dev]).env("NEWPASSWORD", key))?;
+        let unlock = unlock_key.to_string_lossy().into_owned();
+        let memory = PASSWORD_KDF_MEMORY_KIB.to_string();
+        self.run(Call::new("cryptsetup", &["luksAddKey", "--batch-mode", "--key-file", &unlock, "--pbkdf", "argon2id", "--pbkdf-memory", &memory, "--pbkdf-parallel", "1", dev, "-"]).stdin(key.as_bytes()))?;
         Ok(())
     }
 
