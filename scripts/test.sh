@@ -6,7 +6,8 @@
 #   4. pytest tests/             every pytest suite against real keeld processes on loopback
 #   5. conformance               DMTF Protocol/Service/Interop validators (tests/conformance)
 #   6. qemu-tests                the image built (N and N+1) and booted under QEMU: boot, conformance,
-#                                refused bundles, A/B update (qemu-tests/run.sh; KEEL_SKIP_QEMU=1 skips)
+#                                refused bundles, power cuts, A/B update, recovery key, factory reset
+#                                (qemu-tests/run.sh; rollback only in the full local run; KEEL_SKIP_QEMU=1 skips)
 # Every step runs even when an earlier one failed (set-up excepted); the exit status is non-zero if
 # anything failed. The DMTF schema bundle is read from ../shared (override: KEEL_SHARED).
 set -uo pipefail
@@ -18,7 +19,7 @@ export PYTHONDONTWRITEBYTECODE=1
 # Time limits keep a hung run well inside CI's budget: each step gets at most STEP_TIMEOUT seconds
 # and the whole run at most BUDGET seconds (a step that would start after that fails at once).
 STEP_TIMEOUT=${KEEL_STEP_TIMEOUT:-1800}
-BUDGET=${KEEL_TEST_BUDGET:-4800}
+BUDGET=${KEEL_TEST_BUDGET:-5000}
 
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/keel-test.XXXXXX")
 t_all=$(date +%s)
@@ -136,7 +137,7 @@ if [ "${KEEL_SKIP_QEMU:-0}" = 1 ]; then
     rows+=("$(printf '  %-4s  %-34s' SKIP "qemu-tests (the image under QEMU)")")
 else
     STEP_TIMEOUT=${KEEL_QEMU_TIMEOUT:-3000} step "qemu-tests (the image under QEMU)" cargo \
-        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals ab_update
+        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals power_cut ab_update recovery_key factory_reset
 fi
 
 echo

