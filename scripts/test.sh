@@ -137,7 +137,7 @@ if [ "${KEEL_SKIP_QEMU:-0}" = 1 ]; then
     rows+=("$(printf '  %-4s  %-34s' SKIP "qemu-tests (the image under QEMU)")")
 else
     STEP_TIMEOUT=${KEEL_QEMU_TIMEOUT:-3000} step "qemu-tests (the image under QEMU)" cargo \
-        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals power_cut ab_update recovery_key factory_reset
+        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals ab_update recovery_key factory_reset
 fi
 
 echo

@@ -13,6 +13,11 @@ import pytest
 import requests
 import urllib3
 
+# Recorded machines (sysfs trees with symbolic-link cycles, thousands of files) hold no tests:
+# pytest must not walk them.
+collect_ignore = ["fixtures"]
+
+
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 # Some machines (CI among them) export these; python-requests then verifies against that bundle
