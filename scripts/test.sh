@@ -6,8 +6,8 @@
 #   4. pytest tests/             every pytest suite against real keeld processes on loopback
 #   5. conformance               DMTF Protocol/Service/Interop validators (tests/conformance)
 #   6. qemu-tests                the image built (N and N+1) and booted under QEMU: boot, conformance,
-#                                refused bundles, power cuts, A/B update, recovery key, factory reset
-#                                (qemu-tests/run.sh; rollback only in the full local run; KEEL_SKIP_QEMU=1 skips)
+#                                refused bundles, A/B update, recovery key, factory reset (qemu-tests/run.sh;
+#                                power cuts and rollback only in its full local run; KEEL_SKIP_QEMU=1 skips)
 # Every step runs even when an earlier one failed (set-up excepted); the exit status is non-zero if
 # anything failed. The DMTF schema bundle is read from ../shared (override: KEEL_SHARED).
 set -uo pipefail
