@@ -152,12 +152,12 @@ fn boot(ctx: &mut Ctx) -> Outcome {
 
     // Root unlocked by the TPM alone: the initrd set it up with no passphrase prompt, and keeld
     // sees the LUKS2 mappings.
+    // Also /usr on dm-verity (its root hash from the signed UKI), the stub saw Secure Boot on, and
+    // no unit failed.
     let serial = m.serial_text();
-    for prompt in ["Please enter passphrase", "Enter passphrase", "recovery key"] {
-        check(!serial.contains(prompt), format!("the console asked: {prompt:?}"))?;
-    }
+    check_boot_console(&serial)?;
     // (systemd shortens long unit names on the console: "systemd-cryptsetup@root.s…vice")
-    for line in ["Finished systemd-cryptsetup@root.s", "Finished systemd-cryptsetup@swap.s", "Activated swap dev-mapper-swap.swap"] {
+    for line in ["Finished systemd-cryptsetup@swap.s", "Activated swap dev-mapper-swap.swap"] {
         check(serial.contains(line), format!("the console never showed {line:?}"))?;
     }
     let storage = c.members("/redfish/v1/Systems/system/Storage")?;
@@ -171,18 +171,11 @@ fn boot(ctx: &mut Ctx) -> Outcome {
     eprintln!("encrypted volumes: {:?}", luks.iter().map(|v| v["DisplayName"].clone()).collect::<Vec<_>>());
     check(luks.iter().any(|v| v["DisplayName"] == "root"), format!("no LUKS2 volume 'root' in keeld's storage: {}", Value::from(volumes.clone())))?;
 
-    // /usr on dm-verity, its root hash from the signed UKI; the stub saw Secure Boot on.
-    check(serial.contains("Finished systemd-veritysetup@usr.s"), "the console never showed the verity setup of /usr")?;
-    check(serial.contains("UEFI Secure Boot is enabled"), "the EFI stub did not report Secure Boot enabled")?;
-
     // Boot counting: the boot was good, so systemd-boot's entry was blessed.
     check(serial.contains("Finished systemd-bless-boot.s"), "systemd-bless-boot did not mark the boot good")?;
 
-    // Locked down: nothing on the console offers a login; no unit failed.
-    check(!serial.contains("login:"), "the console offers a login prompt")?;
-    let failed: Vec<&str> = serial.lines().filter(|l| l.contains("[FAILED]")).collect();
-    check(failed.is_empty(), format!("units failed during boot:\n{}", failed.join("\n")))?;
-    Ok(())
+    // Locked down: nothing on the console offers a login.
+    check(!serial.contains("login:"), "the console offers a login prompt")
 }
 
 /// The image version as keeld reports the running OS (`os` in the software inventory).

@@ -145,7 +145,7 @@ impl Machine {
         self.dir().join("esp/EFI/Linux")
     }
     fn opts(&self) -> ApplyOptions {
-        ApplyOptions { ca: self.pki.ca.clone(), arch: "x86-64".into(), allow_downgrade: false }
+        self.opts_with(&self.pki.ca)
     }
     fn spec(&self) -> Spec<'_> {
         Spec { arch: "x86-64", min_version: None, key: &self.pki.key, cert: &self.pki.cert }
@@ -165,18 +165,7 @@ impl Machine {
     }
     /// SHA-256 of each of a slot's three partitions (whole partitions).
     fn slot_hashes(&self, slot: usize) -> Vec<String> {
-        let f = fs::File::open(self.disk()).unwrap();
-        let (gpt, _) = Gpt::read(&f).unwrap();
-        [types::USR_X86_64, types::USR_VERITY_X86_64, types::USR_VERITY_SIG_X86_64]
-            .iter()
-            .map(|t| {
-                let p = gpt.find_type(t).nth(slot).unwrap();
-                let mut buf = vec![0u8; p.size(gpt.lba) as usize];
-                use std::os::unix::fs::FileExt;
-                f.read_exact_at(&mut buf, p.offset(gpt.lba)).unwrap();
-                sha(&buf)
-            })
-            .collect()
+        self.slot_hashes_at(&self.disk(), slot)
     }
     /// The first `len` bytes of a slot's partition of type `ty`.
     fn read_part(&self, ty: &str, slot: usize, len: usize) -> Vec<u8> {
@@ -223,17 +212,20 @@ fn sgdisk_clean(disk: &Path) {
     assert!(out.status.success() && text.contains("No problems found"), "sgdisk -v: {text}");
 }
 
-fn sfdisk_names(disk: &Path) -> Vec<String> {
+/// One field (`name`, `uuid`, ...) of every partition, as sfdisk reads the table.
+fn sfdisk_field(disk: &Path, field: &str) -> Vec<String> {
     let out = Command::new("sfdisk").arg("--json").arg(disk).output().expect("sfdisk (fdisk package)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap_or("").to_string()).collect()
+    j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p[field].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn sfdisk_names(disk: &Path) -> Vec<String> {
+    sfdisk_field(disk, "name")
 }
 
 fn sfdisk_uuids(disk: &Path) -> Vec<String> {
-    let out = Command::new("sfdisk").arg("--json").arg(disk).output().expect("sfdisk (fdisk package)");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p["uuid"].as_str().unwrap_or("").to_string()).collect()
+    sfdisk_field(disk, "uuid")
 }
 
 fn refused(m: &Machine, b: &[u8], opts: &ApplyOptions) -> ApplyError {
