@@ -6,8 +6,9 @@
 #   4. pytest tests/             every pytest suite against real keeld processes on loopback
 #   5. conformance               DMTF Protocol/Service/Interop validators (tests/conformance)
 #   6. qemu-tests                the image built (N and N+1) and booted under QEMU: boot, conformance,
-#                                refused bundles, A/B update, recovery key, factory reset (qemu-tests/run.sh;
-#                                power cuts and rollback only in its full local run; KEEL_SKIP_QEMU=1 skips)
+#                                refused bundles, five power cuts during an update, A/B update, recovery
+#                                key, factory reset (qemu-tests/run.sh; the rollback only in its full local
+#                                run; KEEL_SKIP_QEMU=1 skips)
 # Every step runs even when an earlier one failed (set-up excepted); the exit status is non-zero if
 # anything failed. The DMTF schema bundle is read from ../shared (override: KEEL_SHARED).
 set -uo pipefail
@@ -130,14 +131,14 @@ step "openapi/openapi.yaml up to date" check bash -c openapi_check
 step "pytest tests/" pytest .venv/bin/pytest -q -rfEs -p no:cacheprovider tests --ignore=tests/conformance
 step "conformance (DMTF validators)" pytest .venv/bin/pytest -q -rfEs -s -p no:cacheprovider tests/conformance
 # The image under QEMU: builds it (and version N+1) with this keeld, then boots, validates, refuses
-# bad bundles and updates it (qemu-tests/). KEEL_SKIP_QEMU=1 leaves it out of a quick local run.
+# bad bundles, cuts its power while it writes an update, and updates it (qemu-tests/). KEEL_SKIP_QEMU=1 leaves it out of a quick local run.
 if [ "${KEEL_SKIP_QEMU:-0}" = 1 ]; then
     echo
     echo "=============================== qemu-tests: skipped (KEEL_SKIP_QEMU=1)"
     rows+=("$(printf '  %-4s  %-34s' SKIP "qemu-tests (the image under QEMU)")")
 else
     STEP_TIMEOUT=${KEEL_QEMU_TIMEOUT:-3000} step "qemu-tests (the image under QEMU)" cargo \
-        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals ab_update recovery_key factory_reset
+        qemu-tests/run.sh --build --keeld target/debug/keeld accel_probe boot conformance refusals power_cut ab_update recovery_key factory_reset
 fi
 
 echo

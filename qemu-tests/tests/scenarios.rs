@@ -718,11 +718,13 @@ fn recovery_key(ctx: &mut Ctx) -> Outcome {
     check(sec["BootUnlockedBy"] == "TPM", format!("after RebindTPM: {sec}"))
 }
 
-/// Factory reset on the image: `ComputerSystem.Decommission` of the disks (`UserData`) is refused
-/// with nothing changed (systemd 257's initrd would unlock the old root before systemd-repart
-/// re-creates it, see `reset::check_real`); `Manager.ResetToDefaults` (`ResetAll`) wipes keeld's
-/// configuration: an account made before is gone once keeld has restarted, and the bootstrap
-/// administrator from the SMBIOS credential is back.
+/// Factory reset on the image. `Manager.ResetToDefaults` (`ResetAll`) wipes keeld's configuration:
+/// an account made before is gone once keeld has restarted, and the root volume is the same.
+/// `ComputerSystem.Decommission` (`UserData`) wipes the disks: keeld removes root and swap from
+/// the table, crypto-erases them and restarts the machine; the next boot is a first boot again
+/// (systemd-repart makes new LUKS2 volumes bound to the TPM, with no prompt), so the root volume
+/// has a new LUKS UUID, the account made before is gone, keeld has a new identity, and the
+/// bootstrap administrator from the SMBIOS credential is back.
 fn factory_reset(ctx: &mut Ctx) -> Outcome {
     let m = ctx.booted()?;
     let c = m.client().with_auth(ADMIN.0, ADMIN.1);
@@ -739,14 +741,12 @@ fn factory_reset(ctx: &mut Ctx) -> Outcome {
         Err("no root volume".into())
     };
     let accounts = |c: &Client| -> Result<Vec<String>, String> { Ok(c.members("/redfish/v1/AccountService/Accounts")?.iter().filter_map(|a| a["UserName"].as_str().map(String::from)).collect()) };
+    let make_account = |c: &Client, name: &str| -> Outcome {
+        let r = c.request("POST", "/redfish/v1/AccountService/Accounts", Some(&serde_json::json!({ "UserName": name, "Password": "Keel-Operator-Pass2", "RoleId": "Operator" })))?;
+        check(r.status == 201, format!("creating account {name}: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))
+    };
     let before = root_uuid(&c)?;
-    let r = c.request("POST", "/redfish/v1/AccountService/Accounts", Some(&serde_json::json!({ "UserName": "before-reset", "Password": "Keel-Operator-Pass2", "RoleId": "Operator" })))?;
-    check(r.status == 201, format!("creating an account: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
-
-    let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Decommission", Some(&serde_json::json!({ "DecommissionTypes": ["UserData"] })))?;
-    let body = String::from_utf8_lossy(&r.body).to_string();
-    check(r.status == 409 && body.contains("not supported yet"), format!("Decommission UserData: HTTP {}: {body}", r.status))?;
-    check(root_uuid(&c)? == before && accounts(&c)?.iter().any(|a| a == "before-reset"), "a refused Decommission changed something")?;
+    make_account(&c, "before-reset")?;
 
     let r = c.request("POST", "/redfish/v1/Managers/keel/Actions/Manager.ResetToDefaults", Some(&serde_json::json!({ "ResetType": "ResetAll" })))?;
     check(r.status == 202, format!("ResetToDefaults: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
@@ -763,7 +763,34 @@ fn factory_reset(ctx: &mut Ctx) -> Outcome {
     }
     check(root_uuid(&c)? == before, "ResetToDefaults changed the root volume")?;
     let sec = c.get_json("/redfish/v1/Systems/system")?["Oem"]["Keel"]["Security"].clone();
-    check(sec["BootUnlockedBy"] != "Unknown", format!("after ResetToDefaults: {sec}"))
+    check(sec["BootUnlockedBy"] != "Unknown", format!("after ResetToDefaults: {sec}"))?;
+
+    // The disks.
+    make_account(&c, "before-wipe")?;
+    let uuid_before = c.get_json("/redfish/v1")?["UUID"].clone();
+    let cert_before = m.client().peer_cert_pem()?;
+    let from = m.serial_text().len();
+    let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Decommission", Some(&serde_json::json!({ "DecommissionTypes": ["UserData"] })))?;
+    check(r.status == 202, format!("Decommission UserData: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let took = m.wait_reboot(Ctx::boot_timeout())?;
+    eprintln!("back after Decommission UserData in {:.0} s", took.as_secs_f64());
+    let console = m.serial_text()[from..].to_string();
+    check(!console.contains("Please enter passphrase"), "after the wipe the console asks for a passphrase")?;
+    check(console.contains("Finished systemd-repart.service"), "systemd-repart did not run after the wipe")?;
+    check(console.contains("Finished systemd-cryptsetup@root.s"), "root was not unlocked after the wipe")?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let after = root_uuid(&c)?;
+    eprintln!("root LUKS UUID {before} -> {after}");
+    check(after != before, "the root volume is the same after Decommission UserData")?;
+    let list = accounts(&c)?;
+    check(!list.iter().any(|a| a == "before-wipe" || a == "before-reset") && list.iter().any(|a| a == ADMIN.0), format!("accounts after the wipe: {list:?}"))?;
+    check(c.get_json("/redfish/v1")?["UUID"] != uuid_before, "keeld's service UUID survived the wipe")?;
+    check(m.client().peer_cert_pem()? != cert_before, "keeld's TLS certificate survived the wipe")?;
+    let sec = c.get_json("/redfish/v1/Systems/system")?["Oem"]["Keel"]["Security"].clone();
+    eprintln!("security after the wipe: {sec}");
+    check(sec["BootUnlockedBy"] == "TPM" && sec["RecoveryKeyCount"] == 0, format!("after the wipe: {sec}"))?;
+    let status = c.get_json("/redfish/v1/UpdateService/FirmwareInventory")?;
+    check(status["Members@odata.count"].as_u64().unwrap_or(0) > 0, format!("the firmware inventory after the wipe: {status}"))
 }
 
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {

@@ -9,16 +9,21 @@
 //!
 //! The machine's part (`disks`, `tpm`) is done by the task before the restart:
 //!
-//! - on a Keel image (the real slot platform) the wipe is scheduled as systemd 257 does it: the
-//!   EFI variable `FactoryReset` of systemd's vendor GUID set to `yes`, which systemd-repart in
-//!   the initrd honours at the next boot by deleting and re-creating every partition its
-//!   `repart.d` marks `FactoryReset=yes` (root and swap; new LUKS2 volumes bound to the TPM as on
-//!   first boot). Every LUKS2 volume keeld manages (root, swap and data drives, which repart does
-//!   not know) is crypto-erased at once (`cryptsetup erase`: every key slot destroyed; a volume
-//!   open now keeps working from the key in memory until the reboot). The TPM clear is asked of
-//!   the firmware through the TCG Physical Presence Interface (`/sys/class/tpm/tpm0/ppi/request`,
-//!   operation 5, as systemd 258's systemd-tpm2-clear does), which clears it at the next boot.
-//!   Then the machine is restarted (GracefulRestart).
+//! - on a Keel image (the real slot platform) the partitions the image's systemd-repart
+//!   definitions (`/usr/lib/repart.d`) mark `FactoryReset=yes` (root and swap) are removed from
+//!   both copies of the boot disk's GPT, so the next boot is a first boot again: the initrd's
+//!   systemd-repart creates them afresh (new LUKS2 volumes bound to the TPM) before anything
+//!   waits for root. The running kernel keeps its view of the partitions until the restart.
+//!   Then every LUKS2 volume keeld manages (root, swap and data drives, which repart does not
+//!   know) is crypto-erased (`cryptsetup erase`: every key slot destroyed; a volume open now keeps
+//!   working from the key in memory until the reboot). The table goes first: a power cut between
+//!   the two steps leaves a machine that boots clean, where the other order would leave one that
+//!   stops at a recovery-key prompt. (systemd's own `FactoryReset` EFI variable is not used: with
+//!   systemd 257 the initrd unlocks the old root at the same time as repart would delete it, and
+//!   the boot ends in emergency mode.) The TPM clear is asked of the firmware through the TCG
+//!   Physical Presence Interface (`/sys/class/tpm/tpm0/ppi/request`, operation 5, as systemd
+//!   258's systemd-tpm2-clear does), which clears it at the next boot. Then the machine is
+//!   restarted (GracefulRestart).
 //! - on the simulated platform the same steps happen at once on its image files: the `root`
 //!   partition of `STATE/sim/disk.img` is zeroed, every `--crypt-volume` image is crypto-erased
 //!   (`cryptsetup erase`, `wipefs --all`) and zeroed, and the TPM is cleared (TPM2_Clear through
@@ -39,10 +44,8 @@ use std::path::{Path, PathBuf};
 
 /// The plan a reset task leaves for the next start.
 pub const PLAN: &str = "reset-pending.json";
-/// systemd's vendor GUID for its EFI variables (`FactoryReset`, …).
-pub const SYSTEMD_EFI_GUID: &str = "8cf2644b-4b0b-428f-9387-6d876050dc67";
-/// The EFI variable systemd-repart (systemd ≤ 257) reads in the initrd to do a factory reset.
-pub const FACTORY_RESET_VAR: &str = "FactoryReset";
+/// Where the initrd's systemd-repart reads a Keel image's partition definitions (from its `/usr`).
+pub const REPART_D: &str = "usr/lib/repart.d";
 /// Where a real machine's TPM takes Physical Presence Interface requests.
 pub const PPI_REQUEST: &str = "sys/class/tpm/tpm0/ppi/request";
 /// TCG PPI operation 5: TPM2_Clear, done by the firmware at the next boot.
@@ -296,7 +299,8 @@ pub struct MachineRecord {
     pub time: String,
     pub action: String,
     pub platform: String,
-    /// Partitions zeroed (simulated) or to be re-created by systemd-repart (real).
+    /// Partitions zeroed (simulated) or removed from the table, to be re-created by
+    /// systemd-repart at the next boot (real).
     #[serde(default)]
     pub partitions: Vec<String>,
     /// LUKS2 volumes crypto-erased (`cryptsetup erase`).
@@ -309,9 +313,6 @@ pub struct MachineRecord {
     /// recorded), `NoTPM`, or absent when the TPM was not part of the reset.
     #[serde(default)]
     pub tpm: Option<String>,
-    /// The EFI variable set for systemd-repart (real platform).
-    #[serde(default)]
-    pub efi_variable: Option<String>,
 }
 
 /// The machine's record file: a JSON array of every reset's record, newest last.
@@ -424,72 +425,86 @@ pub fn simulated(cfg: &crate::app::Config, scope: &Scope, action: &str) -> Resul
     Ok(rec)
 }
 
-/// Write a string EFI variable in efivarfs (one write, as efivarfs wants; an existing variable's
-/// immutable flag is cleared first).
-pub fn set_efi_variable(efivars: &Path, name: &str, guid: &str, value: &str) -> io::Result<()> {
-    let path = efivars.join(format!("{name}-{guid}"));
-    if path.exists() {
-        clear_immutable(&path);
-    }
-    let data = crate::slots::platform::encode_efivar_string(value);
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
-    io::Write::write_all(&mut f, &data)
-}
-
-fn clear_immutable(path: &Path) {
-    use std::os::unix::io::AsRawFd;
-    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
-    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
-    if let Ok(f) = File::open(path) {
-        let mut flags: libc::c_long = 0;
-        unsafe {
-            if libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) == 0 && flags & FS_IMMUTABLE_FL != 0 {
-                flags &= !FS_IMMUTABLE_FL;
-                libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags);
-            }
-        }
-    }
-}
-
 /// The volumes a real reset crypto-erases: every LUKS2 volume keeld manages.
 pub fn real_volumes(crypt: &crate::crypt::Crypt) -> Vec<(String, String)> {
     crypt.view().volumes.iter().filter(|v| v.managed && !v.simulated).map(|v| (v.id.clone(), v.device.clone())).collect()
 }
 
-/// What a real reset needs before it changes anything: `Err` says what is missing.
-pub fn check_real(root: &Path, scope: &Scope, tpm_present: bool) -> Result<(), String> {
-    if scope.disks {
-        // Seen in qemu-tests (factory_reset): after the key slots of root and swap are erased and
-        // FactoryReset is set, systemd 257's initrd starts unlocking the old root (gpt-auto) at
-        // the same time as systemd-repart, which nothing orders before it; the unlock stops at a
-        // recovery-key prompt and the boot ends in emergency mode. Until the image orders the
-        // re-creation before the unlock, a disk wipe on a Keel image is refused, not half done.
-        return Err("Wiping the disks of a running Keel image is not supported yet: the next boot would stop at a recovery-key prompt before systemd-repart re-creates root and swap. Nothing was changed; ManagerConfig, NetworkConfig and TPM are available.".into());
+/// The partition types the image's systemd-repart definitions mark `FactoryReset=yes` (the
+/// `Type=` name and its GPT type GUID): what a disk wipe removes and the next boot re-creates.
+pub fn factory_reset_types(root: &Path) -> Result<Vec<(String, &'static str)>, String> {
+    let dir = root.join(REPART_D);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    let mut out = vec![];
+    for f in files {
+        let text = fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let (mut section, mut ty, mut reset) = (String::new(), None, false);
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_string();
+            } else if section == "[Partition]" {
+                match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                    Some(("Type", v)) => ty = Some(v.to_string()),
+                    Some(("FactoryReset", v)) => reset = matches!(v, "yes" | "true" | "1" | "on"),
+                    _ => {}
+                }
+            }
+        }
+        if reset {
+            let name = ty.ok_or_else(|| format!("{}: FactoryReset=yes without Type=", f.display()))?;
+            let guid = crate::slots::gpt::types::of_repart_name(&name).ok_or_else(|| format!("{}: keeld does not know partition type {name}", f.display()))?;
+            out.push((name, guid));
+        }
     }
-    if scope.disks && !root.join("sys/firmware/efi/efivars").is_dir() {
-        return Err("This machine did not boot through UEFI (no efivarfs): systemd-repart cannot be asked to reset the disks at the next boot.".into());
+    Ok(out)
+}
+
+/// What a real reset needs before it changes anything: `Err` says what is missing. For a disk
+/// wipe, the partitions to remove (the types of [`factory_reset_types`]).
+pub fn check_real(root: &Path, slots: &crate::slots::Slots, scope: &Scope, tpm_present: bool) -> Result<Vec<&'static str>, String> {
+    let mut types = vec![];
+    if scope.disks {
+        let defs = factory_reset_types(root)?;
+        if !defs.iter().any(|(_, g)| *g == crate::slots::gpt::types::ROOT_X86_64) {
+            return Err(format!("The image's systemd-repart definitions ({}) do not re-create the root partition: wiping it would leave a machine that cannot boot.", root.join(REPART_D).display()));
+        }
+        types = defs.iter().map(|(_, g)| *g).collect();
+        let found = slots.partitions_of_types(&types).map_err(|e| format!("the boot disk's partition table: {e}"))?;
+        if found.is_empty() {
+            return Err("The boot disk holds none of the partitions a disk wipe removes (root, swap).".into());
+        }
     }
     if scope.tpm && tpm_present && !root.join(PPI_REQUEST).exists() {
         return Err("The TPM offers no Physical Presence Interface: the firmware cannot be asked to clear it.".into());
     }
-    Ok(())
+    Ok(types)
 }
 
 /// A Keel image: schedule the wipe for the next boot (see the module documentation).
-pub fn real(root: &Path, state: &StateDir, volumes: &[(String, String)], scope: &Scope, tpm_present: bool, action: &str) -> Result<MachineRecord, String> {
-    check_real(root, scope, tpm_present)?;
+pub fn real(root: &Path, state: &StateDir, slots: &crate::slots::Slots, volumes: &[(String, String)], scope: &Scope, tpm_present: bool, action: &str) -> Result<MachineRecord, String> {
+    let types = check_real(root, slots, scope, tpm_present)?;
     let mut rec = MachineRecord { time: now(), action: action.to_string(), platform: "real".into(), ..Default::default() };
     if scope.disks {
-        // First the request systemd-repart honours: without it the erased volumes would not be
-        // re-created and the machine would not boot.
-        let efivars = root.join("sys/firmware/efi/efivars");
-        set_efi_variable(&efivars, FACTORY_RESET_VAR, SYSTEMD_EFI_GUID, "yes").map_err(|e| format!("EFI variable {FACTORY_RESET_VAR}: {e}"))?;
-        rec.efi_variable = Some(format!("{FACTORY_RESET_VAR}-{SYSTEMD_EFI_GUID}"));
-        rec.partitions = vec!["root".into(), "swap".into()];
+        // Every volume is found and is LUKS2 before anything changes; device paths are resolved
+        // first (udev may drop a by-partuuid link once the table no longer lists the partition).
+        let mut devices = vec![];
         for (id, dev) in volumes {
-            luks_erase(dev)?;
-            rec.erased_volumes.push(id.clone());
+            let dev = fs::canonicalize(dev).map(|p| p.to_string_lossy().into_owned()).map_err(|e| format!("volume {id} ({dev}): {e}"))?;
+            if !is_luks(&dev) {
+                return Err(format!("volume {id} ({dev}) is not a LUKS2 volume any more; nothing was changed"));
+            }
+            devices.push((id.clone(), dev));
+        }
+        rec.partitions = slots.remove_partitions(&types).map_err(|e| format!("removing root and swap from the boot disk's table: {e}"))?;
+        for (id, dev) in devices {
+            luks_erase(&dev)?;
+            rec.erased_volumes.push(id);
         }
     }
     if scope.tpm {
@@ -617,31 +632,96 @@ mod tests {
         fs::remove_dir_all(&d2).unwrap();
     }
 
+    fn sfdisk(disk: &Path) -> Vec<(String, String, u64)> {
+        let out = std::process::Command::new("sfdisk").arg("--json").arg(disk).output().expect("sfdisk (fdisk package)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        j["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap_or("").into(), p["uuid"].as_str().unwrap().into(), p["start"].as_u64().unwrap())).collect()
+    }
+
+    fn luks_volume(path: &Path) {
+        fs::write(path.with_extension("key"), "Volume-Key-Pass1").unwrap();
+        fs::write(path, vec![0u8; 24 << 20]).unwrap();
+        let key = path.with_extension("key");
+        let o = std::process::Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file"])
+            .arg(&key)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn opens(path: &Path) -> bool {
+        std::process::Command::new("cryptsetup").args(["open", "--test-passphrase", "--key-file"]).arg(path.with_extension("key")).arg(path).status().unwrap().success()
+    }
+
     #[test]
-    fn real_platform_refuses_a_disk_wipe_and_asks_the_firmware_for_a_tpm_clear() {
+    fn real_platform_removes_what_repart_recreates_then_erases_the_volumes() {
         let root = tmp("real");
         let state = StateDir::open(&root.join("var/lib/keel")).unwrap();
-        fs::create_dir_all(root.join("sys/firmware/efi/efivars")).unwrap();
-        // A disk wipe is refused on a Keel image (see check_real), before anything changes.
-        for t in ["All", "UserData"] {
-            assert!(real(&root, &state, &[], &Scope::decommission(&[t]), true, "Test").unwrap_err().contains("not supported yet"));
+        let slots = crate::slots::Slots::open_simulated(&root.join("sim"), "1.0", 1 << 20).unwrap();
+        let disk = root.join("sim/disk.img");
+        let vol = root.join("data.img");
+        luks_volume(&vol);
+        let volumes = vec![("data0".to_string(), vol.to_string_lossy().into_owned())];
+        let before = sfdisk(&disk);
+        assert!(before.iter().any(|p| p.0 == "root"), "{before:?}");
+        let wipe = Scope::decommission(&["UserData"]);
+        let refused = |why: &str| {
+            let e = real(&root, &state, &slots, &volumes, &wipe, true, "Test").unwrap_err();
+            assert!(e.contains(why), "{e}");
+            assert_eq!(sfdisk(&disk), before);
+            assert!(opens(&vol));
+        };
+        // Without the image's definitions keeld cannot know the next boot re-creates root.
+        refused("repart.d");
+        let defs = root.join(REPART_D);
+        fs::create_dir_all(&defs).unwrap();
+        fs::write(defs.join("50-swap.conf"), "[Partition]\nType=swap\nFactoryReset=yes\n").unwrap();
+        fs::write(defs.join("60-root.conf"), "[Partition]\nType=root\nFormat=ext4\n").unwrap();
+        refused("do not re-create the root partition");
+        fs::write(defs.join("70-odd.conf"), "[Partition]\nType=weird\nFactoryReset=yes\n").unwrap();
+        assert!(factory_reset_types(&root).unwrap_err().contains("weird"));
+        fs::remove_file(defs.join("70-odd.conf")).unwrap();
+        // The image's own definitions, as shipped.
+        for f in fs::read_dir(&defs).unwrap().flatten() {
+            fs::remove_file(f.path()).unwrap();
         }
-        assert!(!root.join("sys/firmware/efi/efivars").join(format!("FactoryReset-{SYSTEMD_EFI_GUID}")).exists());
+        let image_defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mkosi/mkosi.extra").join(REPART_D);
+        for f in fs::read_dir(&image_defs).unwrap().flatten() {
+            fs::copy(f.path(), defs.join(f.file_name())).unwrap();
+        }
+        assert_eq!(factory_reset_types(&root).unwrap(), [("swap".to_string(), crate::slots::gpt::types::SWAP), ("root".to_string(), crate::slots::gpt::types::ROOT_X86_64)]);
+        // A volume that is no longer LUKS2: refused before the table changes.
+        let plain = root.join("plain.img");
+        fs::write(&plain, vec![0u8; 1 << 20]).unwrap();
+        let e = real(&root, &state, &slots, &[("odd".into(), plain.to_string_lossy().into_owned())], &wipe, true, "Test").unwrap_err();
+        assert!(e.contains("not a LUKS2 volume"), "{e}");
+        assert_eq!(sfdisk(&disk), before);
+
+        let rec = real(&root, &state, &slots, &volumes, &wipe, true, "Test").unwrap();
+        assert_eq!(rec.partitions, ["root"]);
+        assert_eq!(rec.erased_volumes, ["data0"]);
+        assert_eq!(rec.tpm, None);
+        let after = sfdisk(&disk);
+        assert_eq!(after, before.iter().filter(|p| p.0 != "root").cloned().collect::<Vec<_>>(), "only root goes; the ESP and the slots keep their places and PARTUUIDs");
+        assert!(!opens(&vol), "the data volume's key slots are gone");
+        assert!(is_luks(&vol.to_string_lossy()));
+        // Nothing left to remove: a second wipe is refused.
+        assert!(real(&root, &state, &slots, &volumes, &wipe, true, "Test").unwrap_err().contains("none of the partitions"));
+        assert_eq!(slots.status().unwrap().slots.len(), 2, "the A/B layout still reads");
+
+        // The TPM: asked of the firmware through the PPI, refused without one.
         let scope = Scope::decommission(&["TPM"]);
-        assert!(real(&root, &state, &[], &scope, true, "Test").unwrap_err().contains("Physical Presence"));
+        assert!(real(&root, &state, &slots, &[], &scope, true, "Test").unwrap_err().contains("Physical Presence"));
         fs::create_dir_all(root.join("sys/class/tpm/tpm0/ppi")).unwrap();
         fs::write(root.join(PPI_REQUEST), "0").unwrap();
-        let rec = real(&root, &state, &[], &scope, true, "Test").unwrap();
-        assert!(!root.join("sys/firmware/efi/efivars").join(format!("FactoryReset-{SYSTEMD_EFI_GUID}")).exists());
+        let tpm = real(&root, &state, &slots, &[], &scope, true, "Test").unwrap();
         assert_eq!(fs::read_to_string(root.join(PPI_REQUEST)).unwrap(), "5");
-        assert_eq!(rec.tpm.as_deref(), Some("Requested"));
-        // The variable systemd-repart reads, as set_efi_variable writes it.
-        set_efi_variable(&root.join("sys/firmware/efi/efivars"), FACTORY_RESET_VAR, SYSTEMD_EFI_GUID, "yes").unwrap();
-        let var = fs::read(root.join("sys/firmware/efi/efivars").join(format!("FactoryReset-{SYSTEMD_EFI_GUID}"))).unwrap();
-        assert_eq!(crate::slots::platform::decode_efivar_string(&var).as_deref(), Some("yes"));
-        assert_eq!(&var[..4], &7u32.to_le_bytes(), "non-volatile, boot and runtime access");
+        assert_eq!(tpm.tpm.as_deref(), Some("Requested"));
         let recorded: Vec<MachineRecord> = serde_json::from_slice(&fs::read(record_path(&state, false)).unwrap()).unwrap();
-        assert_eq!(recorded, [rec]);
+        assert_eq!(recorded, [rec, tpm]);
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -76,6 +76,28 @@ pub mod types {
     pub const USR_VERITY_X86_64: &str = "77ff5f63-e7b6-4633-acf4-1565b864c0e6";
     pub const USR_VERITY_SIG_X86_64: &str = "e7bb33fb-06cf-4e81-8273-e543b413e2e2";
     pub const ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+    pub const SWAP: &str = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f";
+    pub const HOME: &str = "933ac7e1-2eb4-4f13-b844-0e14e2aef915";
+    pub const SRV: &str = "3b8f8425-20e0-4f3b-907f-1a25a76f98e8";
+    pub const VAR: &str = "4d21b016-b534-45c2-a9fb-5c16e091fd2d";
+    pub const LINUX_GENERIC: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+
+    /// The type GUID of a systemd-repart `Type=` name (x86-64 for the per-architecture ones).
+    pub fn of_repart_name(name: &str) -> Option<&'static str> {
+        Some(match name {
+            "esp" => ESP,
+            "root" | "root-x86-64" => ROOT_X86_64,
+            "usr" | "usr-x86-64" => USR_X86_64,
+            "usr-verity" | "usr-x86-64-verity" => USR_VERITY_X86_64,
+            "usr-verity-sig" | "usr-x86-64-verity-sig" => USR_VERITY_SIG_X86_64,
+            "swap" => SWAP,
+            "home" => HOME,
+            "srv" => SRV,
+            "var" => VAR,
+            "linux-generic" => LINUX_GENERIC,
+            _ => return None,
+        })
+    }
 }
 
 /// One used entry of the partition array.
@@ -381,6 +403,18 @@ impl Gpt {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no partition at entry {index}")));
         }
         self.entries[at + 16..at + 32].copy_from_slice(&guid.0);
+        self.partitions = parse_entries(&self.entries, self.entry_size);
+        Ok(())
+    }
+
+    /// Remove a partition's entry (all 128 bytes zeroed) in memory; `write` puts the change on
+    /// disk. The data in its blocks is not touched.
+    pub fn remove(&mut self, index: u32) -> io::Result<()> {
+        let at = index as usize * self.entry_size as usize;
+        if index >= self.num_entries || self.entries[at..at + 16] == [0; 16] {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no partition at entry {index}")));
+        }
+        self.entries[at..at + self.entry_size as usize].fill(0);
         self.partitions = parse_entries(&self.entries, self.entry_size);
         Ok(())
     }

@@ -307,6 +307,17 @@ fn layout(gpt: &Gpt) -> io::Result<[SlotParts; 2]> {
     Ok([mk(0, "A"), mk(1, "B")])
 }
 
+/// The partitions of `gpt` whose type is one of `type_guids`; the types of the A/B slots and the
+/// ESP are refused (a factory reset never removes what boots the machine).
+fn matching<'a>(gpt: &'a Gpt, type_guids: &[&str]) -> io::Result<Vec<&'a Partition>> {
+    for t in type_guids {
+        if [types::ESP, types::USR_X86_64, types::USR_VERITY_X86_64, types::USR_VERITY_SIG_X86_64].contains(t) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("partition type {t} boots the machine and is never removed")));
+        }
+    }
+    Ok(gpt.partitions.iter().filter(|p| type_guids.iter().any(|t| p.is_type(t))).collect())
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -526,6 +537,39 @@ impl Slots {
             inner.loader.set(platform::ENTRY_DEFAULT, None)?;
         }
         Ok(())
+    }
+
+    /// The partitions of the given types on the disk (labels), as `remove_partitions` would
+    /// remove them; slot partitions never match (their types are not accepted).
+    pub fn partitions_of_types(&self, type_guids: &[&str]) -> io::Result<Vec<String>> {
+        let (gpt, _) = self.lock().read()?;
+        Ok(matching(&gpt, type_guids)?.iter().map(|p| p.name.clone()).collect())
+    }
+
+    /// Remove the partitions of the given types from both copies of the disk's table (a factory
+    /// reset: systemd-repart creates them afresh at the next boot, as on the first). Their blocks
+    /// are not touched, and the running kernel keeps using them until the machine restarts (it
+    /// does not re-read the table of a disk whose partitions are in use). Refused while an update
+    /// is being written. Returns the labels of the partitions removed.
+    pub fn remove_partitions(&self, type_guids: &[&str]) -> io::Result<Vec<String>> {
+        let _busy = match self.applying.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(io::Error::new(io::ErrorKind::ResourceBusy, "an update is being written")),
+        };
+        let inner = self.lock();
+        let f = inner.open_disk(true)?;
+        let (mut gpt, _) = Gpt::read(&f)?;
+        let gone: Vec<(u32, String)> = matching(&gpt, type_guids)?.iter().map(|p| (p.index, p.name.clone())).collect();
+        if gone.is_empty() {
+            return Ok(vec![]);
+        }
+        for (i, _) in &gone {
+            gpt.remove(*i)?;
+        }
+        gpt.write(&f)?;
+        log::warn!("slots: removed {:?} from the table of {}", gone.iter().map(|g| &g.1).collect::<Vec<_>>(), inner.disk.display());
+        Ok(gone.into_iter().map(|g| g.1).collect())
     }
 
     /// Whether an apply is writing now.
