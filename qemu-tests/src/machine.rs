@@ -183,6 +183,8 @@ impl Machine {
         push(&["-machine", &format!("q35,smm=on,accel={}", self.accel.name()), "-cpu", self.accel.cpu()]);
         push(&["-m", &s.memory_mb.to_string(), "-smp", &s.cpus.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none"]);
+        // QMP, for keys the firmware reads from the PS/2 keyboard (send_key).
+        push(&["-qmp", &format!("unix:{},server=on,wait=off", self.dir.join("qmp.sock").display())]);
         // OVMF: Secure Boot build (needs SMM), our vars with PK/KEK/db enrolled.
         push(&["-global", "driver=cfi.pflash01,property=secure,value=on", "-global", "ICH9-LPC.disable_s3=1"]);
         push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", self.env.ovmf_code.display())]);
@@ -324,6 +326,37 @@ impl Machine {
         let r = self.run.as_mut().ok_or("not running")?;
         let w = r.stdin.as_mut().ok_or("no console input")?;
         w.write_all(text.as_bytes()).and_then(|_| w.flush()).map_err(|e| e.to_string())
+    }
+
+    /// Presses keys together on the machine's PS/2 keyboard (QMP `send-key`; QEMU key codes such
+    /// as `f12`, `esc`): for firmware prompts, which read every console, not only the serial one.
+    pub fn send_key(&self, keys: &[&str]) -> Result<(), String> {
+        use std::io::BufRead;
+        let path = self.dir.join("qmp.sock");
+        let err = |e: std::io::Error| format!("QMP at {}: {e}", path.display());
+        let mut sock = std::os::unix::net::UnixStream::connect(&path).map_err(err)?;
+        sock.set_read_timeout(Some(Duration::from_secs(10))).map_err(err)?;
+        let mut reader = std::io::BufReader::new(sock.try_clone().map_err(err)?);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(err)?;
+        let keys: Vec<serde_json::Value> = keys.iter().map(|k| serde_json::json!({ "type": "qcode", "data": k })).collect();
+        for cmd in [serde_json::json!({ "execute": "qmp_capabilities" }), serde_json::json!({ "execute": "send-key", "arguments": { "keys": keys } })] {
+            writeln!(sock, "{cmd}").map_err(err)?;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).map_err(err)? == 0 {
+                    return Err(format!("QMP closed the connection after {cmd}"));
+                }
+                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("QMP answered {line:?}: {e}"))?;
+                if let Some(e) = v.get("error") {
+                    return Err(format!("QMP {cmd}: {e}"));
+                }
+                if v.get("return").is_some() {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the serial console shows `needle` (in this boot or an earlier one).

@@ -724,7 +724,9 @@ fn recovery_key(ctx: &mut Ctx) -> Outcome {
 /// the table, crypto-erases them and restarts the machine; the next boot is a first boot again
 /// (systemd-repart makes new LUKS2 volumes bound to the TPM, with no prompt), so the root volume
 /// has a new LUKS UUID, the account made before is gone, keeld has a new identity, and the
-/// bootstrap administrator from the SMBIOS credential is back.
+/// bootstrap administrator from the SMBIOS credential is back; the TPM was not cleared.
+/// `Decommission` `TPM` alone is refused; `All` also has the firmware clear the TPM (F12 at its
+/// prompt), after which the attestation key differs and new volumes are sealed to the new TPM.
 fn factory_reset(ctx: &mut Ctx) -> Outcome {
     let m = ctx.booted()?;
     let c = m.client().with_auth(ADMIN.0, ADMIN.1);
@@ -767,6 +769,7 @@ fn factory_reset(ctx: &mut Ctx) -> Outcome {
 
     // The disks.
     make_account(&c, "before-wipe")?;
+    let ak_before = ak_key(&c)?;
     let uuid_before = c.get_json("/redfish/v1")?["UUID"].clone();
     let cert_before = m.client().peer_cert_pem()?;
     let from = m.serial_text().len();
@@ -790,7 +793,61 @@ fn factory_reset(ctx: &mut Ctx) -> Outcome {
     eprintln!("security after the wipe: {sec}");
     check(sec["BootUnlockedBy"] == "TPM" && sec["RecoveryKeyCount"] == 0, format!("after the wipe: {sec}"))?;
     let status = c.get_json("/redfish/v1/UpdateService/FirmwareInventory")?;
-    check(status["Members@odata.count"].as_u64().unwrap_or(0) > 0, format!("the firmware inventory after the wipe: {status}"))
+    check(status["Members@odata.count"].as_u64().unwrap_or(0) > 0, format!("the firmware inventory after the wipe: {status}"))?;
+    let ak_after_wipe = ak_key(&c)?;
+    check(ak_after_wipe == ak_before, "the TPM's attestation key changed, though the TPM was not part of the wipe")?;
+
+    // The TPM: alone it is refused (root and swap are sealed to it); with the disks (All) the
+    // firmware asks at the console for F12 (pressed on the PS/2 keyboard through QMP), clears it,
+    // and the machine comes back on new volumes sealed to the cleared TPM.
+    let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Decommission", Some(&serde_json::json!({ "DecommissionTypes": ["TPM"] })))?;
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    check(r.status == 409 && body.contains("sealed to this TPM"), format!("Decommission TPM alone: HTTP {}: {body}", r.status))?;
+    check(ak_key(&c)? == ak_after_wipe && root_uuid(&c)? == after, "a refused Decommission changed something")?;
+    let from = m.serial_text().len();
+    let r = c.request("POST", "/redfish/v1/Systems/system/Actions/ComputerSystem.Decommission", Some(&serde_json::json!({ "DecommissionTypes": ["All"] })))?;
+    check(r.status == 202, format!("Decommission All: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let t = Instant::now();
+    let mut probe = m.client();
+    probe.timeout = Duration::from_secs(5);
+    while probe.get("/redfish/v1").is_ok_and(|r| r.status == 200) {
+        check(t.elapsed() < Duration::from_secs(300), "keeld still answers 5 minutes after Decommission All")?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut pressed = false;
+    loop {
+        if !pressed && m.serial_text()[from..].contains("Press F12") {
+            std::thread::sleep(Duration::from_secs(1));
+            m.send_key(&["f12"])?;
+            pressed = true;
+            eprintln!("pressed F12 at the firmware's TPM clear prompt ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+        if pressed && probe.get("/redfish/v1").is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        check(m.running(), format!("QEMU exited: {}", m.qemu_stderr()))?;
+        check(t.elapsed() < Ctx::boot_timeout(), format!("keeld did not come back within {:?} after Decommission All (F12 pressed: {pressed})", Ctx::boot_timeout()))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!("back after Decommission All in {:.0} s", t.elapsed().as_secs_f64());
+    let console = m.serial_text()[from..].to_string();
+    check(!console.contains("Please enter passphrase"), "after Decommission All the console asks for a passphrase")?;
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let last = root_uuid(&c)?;
+    check(last != after && last != before, "the root volume is the same after Decommission All")?;
+    check(ak_key(&c)? != ak_after_wipe, "the TPM's attestation key is the same after Decommission All: the TPM was not cleared")?;
+    let sec = c.get_json("/redfish/v1/Systems/system")?["Oem"]["Keel"]["Security"].clone();
+    eprintln!("security after Decommission All: {sec}");
+    check(sec["BootUnlockedBy"] == "TPM" && sec["TPMPresent"] == true, format!("after Decommission All: {sec}"))
+}
+
+/// The public key (DER) of the TPM's attestation key, from keeld's AK certificate. The AK is a
+/// primary key of the owner hierarchy: it changes exactly when the TPM is cleared.
+fn ak_key(c: &Client) -> Result<Vec<u8>, String> {
+    let cert = c.get_json("/redfish/v1/Chassis/chassis/TrustedComponents/TPM/Certificates/AK")?;
+    let pem = cert["CertificateString"].as_str().ok_or_else(|| format!("AK certificate without CertificateString: {cert}"))?;
+    let x = openssl::x509::X509::from_pem(pem.as_bytes()).map_err(|e| format!("AK certificate: {e}"))?;
+    x.public_key().and_then(|k| k.public_key_to_der()).map_err(|e| format!("AK certificate: {e}"))
 }
 
 fn m_client_cert(url: &str) -> Result<Vec<u8>, String> {

@@ -343,24 +343,27 @@ fn main() {
             let bootstrap_admin_file = bootstrap_admin_file.or_else(|| credential_file(bootstrap_admin_credential.as_deref()?));
             let opts = keeld::server::ServeOpts {
                 listen,
-                state_dir,
                 tls_cert,
                 tls_key,
                 tls_client_ca,
                 bootstrap_admin_file,
                 workers: workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
-                page_size,
-                max_body,
-                host_root,
                 inventory_refresh,
-                smart_interval,
-                tpm_tcti,
-                power: power.parse().expect("checked by clap"),
-                power_bus,
-                crypt_volumes: crypt_volume,
-                platform,
-                update_ca,
-                sim_usr_size,
+                config: keeld::app::Config {
+                    state_dir,
+                    max_body,
+                    page_size,
+                    host_root,
+                    smart_interval,
+                    tpm_tcti,
+                    power: power.parse().expect("checked by clap"),
+                    power_bus,
+                    crypt_volumes: crypt_volume,
+                    platform,
+                    update_ca,
+                    sim_usr_size,
+                    ..Default::default()
+                },
             };
             match actix_web::rt::System::new().block_on(keeld::server::run(opts)) {
                 Ok(keeld::server::Exit::Stopped) => {}

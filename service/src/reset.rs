@@ -467,7 +467,11 @@ pub fn factory_reset_types(root: &Path) -> Result<Vec<(String, &'static str)>, S
 
 /// What a real reset needs before it changes anything: `Err` says what is missing. For a disk
 /// wipe, the partitions to remove (the types of [`factory_reset_types`]).
-pub fn check_real(root: &Path, slots: &crate::slots::Slots, scope: &Scope, tpm_present: bool) -> Result<Vec<&'static str>, String> {
+pub fn check_real(root: &Path, slots: &crate::slots::Slots, volumes: &[(String, String)], scope: &Scope, tpm_present: bool) -> Result<Vec<&'static str>, String> {
+    if scope.tpm && tpm_present && !scope.disks && !volumes.is_empty() {
+        let ids: Vec<&str> = volumes.iter().map(|(id, _)| id.as_str()).collect();
+        return Err(format!("Clearing the TPM alone would leave {} unable to unlock at the next boot: their keys are sealed to this TPM. Clear it together with the disks (All, or UserData and TPM).", ids.join(", ")));
+    }
     let mut types = vec![];
     if scope.disks {
         let defs = factory_reset_types(root)?;
@@ -488,7 +492,7 @@ pub fn check_real(root: &Path, slots: &crate::slots::Slots, scope: &Scope, tpm_p
 
 /// A Keel image: schedule the wipe for the next boot (see the module documentation).
 pub fn real(root: &Path, state: &StateDir, slots: &crate::slots::Slots, volumes: &[(String, String)], scope: &Scope, tpm_present: bool, action: &str) -> Result<MachineRecord, String> {
-    let types = check_real(root, slots, scope, tpm_present)?;
+    let types = check_real(root, slots, volumes, scope, tpm_present)?;
     let mut rec = MachineRecord { time: now(), action: action.to_string(), platform: "real".into(), ..Default::default() };
     if scope.disks {
         // Every volume is found and is LUKS2 before anything changes; device paths are resolved
@@ -712,8 +716,10 @@ mod tests {
         assert!(real(&root, &state, &slots, &volumes, &wipe, true, "Test").unwrap_err().contains("none of the partitions"));
         assert_eq!(slots.status().unwrap().slots.len(), 2, "the A/B layout still reads");
 
-        // The TPM: asked of the firmware through the PPI, refused without one.
+        // The TPM: asked of the firmware through the PPI, refused without one, and refused alone
+        // while volumes are sealed to it.
         let scope = Scope::decommission(&["TPM"]);
+        assert!(real(&root, &state, &slots, &volumes, &scope, true, "Test").unwrap_err().contains("sealed to this TPM"));
         assert!(real(&root, &state, &slots, &[], &scope, true, "Test").unwrap_err().contains("Physical Presence"));
         fs::create_dir_all(root.join("sys/class/tpm/tpm0/ppi")).unwrap();
         fs::write(root.join(PPI_REQUEST), "0").unwrap();

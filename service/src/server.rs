@@ -10,26 +10,16 @@ use std::sync::Arc;
 
 pub struct ServeOpts {
     pub listen: String,
-    pub state_dir: PathBuf,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub bootstrap_admin_file: Option<PathBuf>,
     pub workers: usize,
-    pub page_size: usize,
-    pub max_body: usize,
-    pub host_root: Option<PathBuf>,
     /// Seconds between inventory re-reads (hot-plug); 0 turns it off.
     pub inventory_refresh: u64,
-    /// Seconds between smartctl runs for one drive (0: on every inventory refresh).
-    pub smart_interval: u64,
-    pub tpm_tcti: Option<String>,
-    pub power: crate::power::PowerMode,
-    pub power_bus: Option<String>,
-    pub crypt_volumes: Vec<crate::crypt::SimDisk>,
-    pub platform: String,
-    pub update_ca: PathBuf,
-    pub sim_usr_size: u64,
+    /// What the service itself is given; `run` fills in `base_url`, `port` and `self_signed`
+    /// from the listening address and the certificate.
+    pub config: Config,
 }
 
 /// What the server loop ended with.
@@ -87,41 +77,26 @@ pub fn bootstrap_admin(keel: &Keel, file: Option<&PathBuf>) -> io::Result<()> {
 
 pub async fn run(opts: ServeOpts) -> io::Result<Exit> {
     let addr: std::net::SocketAddr = opts.listen.parse().map_err(|e| err(format!("--listen {}: {e}", opts.listen)))?;
-    std::fs::create_dir_all(&opts.state_dir)?;
+    let state_dir = opts.config.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)?;
     // A factory reset or a configuration import finishes here, before anything loads the state.
-    crate::reset::apply_pending(&opts.state_dir, opts.bootstrap_admin_file.as_deref())?;
-    crate::backup::recover(&opts.state_dir)?;
+    crate::reset::apply_pending(&state_dir, opts.bootstrap_admin_file.as_deref())?;
+    crate::backup::recover(&state_dir)?;
     let (cert, key, self_signed) = match (&opts.tls_cert, &opts.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), false),
         (None, None) => {
-            let (c, k) = crate::tls::ensure_self_signed(&opts.state_dir).map_err(err)?;
+            let (c, k) = crate::tls::ensure_self_signed(&state_dir).map_err(err)?;
             (c, k, true)
         }
         _ => return Err(err("--tls-cert and --tls-key go together")),
     };
-    let cfg = Config {
-        state_dir: opts.state_dir.clone(),
-        max_body: opts.max_body,
-        page_size: opts.page_size.max(1),
-        base_url: format!("https://{addr}"),
-        port: addr.port(),
-        self_signed,
-        host_root: opts.host_root.clone(),
-        tpm_tcti: opts.tpm_tcti.clone(),
-        smart_interval: opts.smart_interval,
-        power: opts.power,
-        power_bus: opts.power_bus.clone(),
-        crypt_volumes: opts.crypt_volumes.clone(),
-        platform: opts.platform.clone(),
-        update_ca: opts.update_ca.clone(),
-        sim_usr_size: opts.sim_usr_size,
-    };
+    let cfg = Config { page_size: opts.config.page_size.max(1), base_url: format!("https://{addr}"), port: addr.port(), self_signed, ..opts.config.clone() };
+    let max_body = cfg.max_body;
     let keel = Keel::open(cfg)?;
     bootstrap_admin(&keel, opts.bootstrap_admin_file.as_ref())?;
     crate::events::start_delivery(&keel.events);
     let tls = crate::tls::acceptor(&cert, &key, opts.tls_client_ca.as_deref()).map_err(err)?;
     let srv = web::Data::new(Server { keel: keel.clone(), tree: Arc::new(crate::tree::Tree::build()), write_gate: Default::default() });
-    let max_body = opts.max_body;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(srv.clone())

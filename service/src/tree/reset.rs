@@ -206,7 +206,7 @@ fn start(r: Req, action: &'static str, scope: Scope, body: Map<String, Value>) -
     let keel = r.keel.clone();
     let claim = claim(&keel)?;
     if scope.machine() && real_platform(&keel) {
-        crate::reset::check_real(&host_root(&keel), &keel.updates.slots, &scope, keel.tpm.is_some()).map_err(|why| RfError::new(StatusCode::CONFLICT, Message::base(&base::GENERAL_ERROR, &[]).resolution(why)))?;
+        crate::reset::check_real(&host_root(&keel), &keel.updates.slots, &crate::reset::real_volumes(&keel.crypt), &scope, keel.tpm.is_some()).map_err(|why| RfError::new(StatusCode::CONFLICT, Message::base(&base::GENERAL_ERROR, &[]).resolution(why)))?;
     }
     let user = r.principal().user.clone();
     log::warn!("{action} requested by {user}: {}", scope.describe());
@@ -234,7 +234,7 @@ fn work(keel: &Arc<Keel>, action: &str, scope: Scope, requester: String, task: &
     if scope.machine() {
         task.progress(10);
         let done = if real {
-            let volumes = if scope.disks { crate::reset::real_volumes(&keel.crypt) } else { vec![] };
+            let volumes = crate::reset::real_volumes(&keel.crypt);
             crate::reset::real(&host_root(keel), &keel.state, &keel.updates.slots, &volumes, &scope, keel.tpm.is_some(), action)
         } else {
             crate::reset::simulated(&keel.cfg, &scope, action)
