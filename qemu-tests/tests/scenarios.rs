@@ -708,14 +708,37 @@ fn recovery_key(ctx: &mut Ctx) -> Outcome {
     check(r.status == 202, format!("RebindTPM: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
     let task = c.wait_task(r.header("Location").ok_or("202 without Location")?, Duration::from_secs(600))?;
     check(task["TaskState"] == "Completed", format!("RebindTPM: {task}"))?;
+
+    // A data drive (the first NVMe drive, blank): encrypted through the API, opened at once by
+    // systemd, and at every boot by the TPM (keeld's /etc/crypttab line).
+    let drive = c
+        .members("/redfish/v1/Chassis/chassis/Drives")?
+        .into_iter()
+        .filter_map(|d| d["@odata.id"].as_str().map(String::from))
+        .find(|u| u.rsplit('/').next().is_some_and(|id| id.starts_with("nvme")))
+        .ok_or("no NVMe drive in the inventory")?;
+    let r = c.request("POST", &format!("{sys}/Actions/Oem/KeelComputerSystem.EncryptDataDrive"), Some(&serde_json::json!({ "Drive": { "@odata.id": drive } })))?;
+    check(r.status == 202, format!("EncryptDataDrive {drive}: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
+    let task = c.wait_task(r.header("Location").ok_or("202 without Location")?, Duration::from_secs(600))?;
+    check(task["TaskState"] == "Completed", format!("EncryptDataDrive: {task}"))?;
+    let vol = task["Links"]["CreatedResources"][0]["@odata.id"].as_str().ok_or_else(|| format!("EncryptDataDrive's task names no volume: {task}"))?.to_string();
+    let v = c.get_json(&vol)?;
+    eprintln!("encrypted {drive}: {vol}: {}", v["Oem"]["Keel"]);
+    check(v["Encrypted"] == true && v["Oem"]["Keel"]["ManagedByKeel"] == true, format!("the new data volume: {v}"))?;
+    check(v["Links"]["Drives"].as_array().is_some_and(|d| d.iter().any(|x| x["@odata.id"] == drive.as_str())), format!("the new data volume does not link {drive}: {v}"))?;
+
     let from = m.serial_text().len();
     reset(&c, "GracefulRestart")?;
     m.wait_reboot(Ctx::boot_timeout())?;
     let console = m.serial_text()[from..].to_string();
     check(!console.contains("Please enter passphrase"), "after RebindTPM the console still asks for a passphrase")?;
     check(console.contains("Finished systemd-cryptsetup@root.s"), "root was not unlocked after RebindTPM")?;
-    let sec = security(&m.client().with_auth(ADMIN.0, ADMIN.1))?;
-    check(sec["BootUnlockedBy"] == "TPM", format!("after RebindTPM: {sec}"))
+    let c = m.client().with_auth(ADMIN.0, ADMIN.1);
+    let sec = security(&c)?;
+    check(sec["BootUnlockedBy"] == "TPM", format!("after RebindTPM: {sec}"))?;
+    let v = c.get_json(&vol)?;
+    eprintln!("after the restart: {vol}: {}", v["Oem"]["Keel"]);
+    check(v["Oem"]["Keel"]["UnlockedBy"] == "TPM", format!("the data volume after the restart: {v}"))
 }
 
 /// Factory reset on the image. `Manager.ResetToDefaults` (`ResetAll`) wipes keeld's configuration:
@@ -788,6 +811,14 @@ fn factory_reset(ctx: &mut Ctx) -> Outcome {
     let list = accounts(&c)?;
     check(!list.iter().any(|a| a == "before-wipe" || a == "before-reset") && list.iter().any(|a| a == ADMIN.0), format!("accounts after the wipe: {list:?}"))?;
     check(c.get_json("/redfish/v1")?["UUID"] != uuid_before, "keeld's service UUID survived the wipe")?;
+    // A data drive encrypted before (the recovery_key scenario leaves one) is erased and not
+    // opened any more: its /etc/crypttab line went with root.
+    for s in c.members("/redfish/v1/Systems/system/Storage")? {
+        if let Some(v) = s["Volumes"]["@odata.id"].as_str() {
+            let left: Vec<Value> = c.members(v)?.into_iter().filter(|x| x["Id"].as_str().is_some_and(|id| id.starts_with("keel_"))).collect();
+            check(left.is_empty(), format!("data volumes still open after the wipe: {left:?}"))?;
+        }
+    }
     check(m.client().peer_cert_pem()? != cert_before, "keeld's TLS certificate survived the wipe")?;
     let sec = c.get_json("/redfish/v1/Systems/system")?["Oem"]["Keel"]["Security"].clone();
     eprintln!("security after the wipe: {sec}");

@@ -345,6 +345,34 @@ pub fn restart_own_unit(bus: Option<&str>, invocation_id: &str) -> Result<Option
     Ok(Some(name))
 }
 
+/// Have systemd open a data volume now, as it will at every boot: re-run the generators (a new
+/// `/etc/crypttab` line becomes `systemd-cryptsetup@NAME.service`), start that unit and wait
+/// until it is active (or failed, or `timeout` passed).
+pub fn open_crypttab_volume(bus: Option<&str>, name: &str, timeout: Duration) -> Result<(), PowerError> {
+    let c = connect(bus)?;
+    c.call_method(Some(SYSTEMD1), SYSTEMD1_PATH, Some(SYSTEMD1_MANAGER), "Reload", &()).map_err(|e| failed("systemd Reload", e))?;
+    let unit = format!("systemd-cryptsetup@{name}.service");
+    c.call_method(Some(SYSTEMD1), SYSTEMD1_PATH, Some(SYSTEMD1_MANAGER), "StartUnit", &(unit.as_str(), "replace")).map_err(|e| failed(&format!("systemd StartUnit {unit}"), e))?;
+    let path: zbus::zvariant::OwnedObjectPath = c
+        .call_method(Some(SYSTEMD1), SYSTEMD1_PATH, Some(SYSTEMD1_MANAGER), "GetUnit", &(unit.as_str(),))
+        .and_then(|m| m.body().deserialize().map_err(Into::into))
+        .map_err(|e| failed(&format!("systemd GetUnit {unit}"), e))?;
+    let start = std::time::Instant::now();
+    loop {
+        let state: zbus::zvariant::OwnedValue = c
+            .call_method(Some(SYSTEMD1), path.as_str(), Some("org.freedesktop.DBus.Properties"), "Get", &("org.freedesktop.systemd1.Unit", "ActiveState"))
+            .and_then(|m| m.body().deserialize().map_err(Into::into))
+            .map_err(|e| failed(&format!("systemd {unit} ActiveState"), e))?;
+        let state = String::try_from(state).map_err(|e| PowerError::Failed(format!("ActiveState: {e}")))?;
+        match state.as_str() {
+            "active" => return Ok(()),
+            "failed" => return Err(PowerError::Failed(format!("{unit} failed (its journal says why)"))),
+            _ if start.elapsed() > timeout => return Err(PowerError::Failed(format!("{unit} is still {state} after {} s", timeout.as_secs()))),
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 fn parse_invocation_id(s: &str) -> Option<Vec<u8>> {
     let s = s.trim().replace('-', "");
     if s.len() != 32 {

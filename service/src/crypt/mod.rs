@@ -215,6 +215,70 @@ fn live(program: &str, args: &[&str]) -> CmdOutput {
     CmdOutput { status: o.status, stdout: o.stdout }
 }
 
+/// The block device of one of the machine's drives (a Drive Id of the inventory: the kernel name
+/// of a disk, `vdb`, `sdc`, or of an NVMe controller, `nvme1`, whose one namespace is the disk),
+/// under `root`.
+pub fn machine_drive_device(root: &Path, drive: &str) -> Result<String> {
+    let not_found = || Refusal::NotFound { kind: "Drive", id: drive.to_string() };
+    if drive.is_empty() || drive.contains('/') || drive.starts_with('.') {
+        return Err(not_found());
+    }
+    let disk = if root.join("sys/block").join(drive).exists() {
+        drive.to_string()
+    } else if root.join("sys/class/nvme").join(drive).exists() {
+        let mut ns: Vec<String> = std::fs::read_dir(root.join("sys/class/nvme").join(drive))
+            .map_err(|e| Refusal::Failed(format!("{drive}: {e}")))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.strip_prefix(drive).is_some_and(|r| r.starts_with('n') && r[1..].chars().all(|c| c.is_ascii_digit()) && r.len() > 1))
+            .collect();
+        ns.sort();
+        match ns.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(Refusal::State(format!("NVMe controller {drive} has no namespace to encrypt."))),
+            _ => return Err(Refusal::State(format!("NVMe controller {drive} has {} namespaces ({}): keeld encrypts a drive with exactly one.", ns.len(), ns.join(", ")))),
+        }
+    } else {
+        return Err(not_found());
+    };
+    if std::fs::read_dir(root.join("sys/block").join(&disk).join("holders")).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Refusal::InUse(format!("Drive {drive} ({disk}) is in use (it holds a device-mapper or RAID device).")));
+    }
+    Ok(format!("/dev/{disk}"))
+}
+
+/// The name a data drive's mapping gets (`/dev/mapper/NAME`, `systemd-cryptsetup@NAME.service`):
+/// no character systemd would escape.
+pub fn data_mapping_name(drive: &str) -> String {
+    format!("keel_{}", drive.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>())
+}
+
+/// `/etc/crypttab` with one line for a data volume keeld encrypted (an earlier line of the same
+/// name is replaced): unlocked by the TPM2 token at every boot, never by a prompt (`headless`),
+/// and never holding the boot up (`nofail`).
+pub fn crypttab_with(existing: &str, name: &str, luks_uuid: &str) -> String {
+    let mut out: Vec<&str> = existing.lines().filter(|l| l.split_whitespace().next() != Some(name)).collect();
+    let line = format!("{name} UUID={luks_uuid} none tpm2-device=auto,headless=true,nofail,discard");
+    out.push(&line);
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+/// Where systemd reads the volumes to open at boot.
+pub const CRYPTTAB: &str = "/etc/crypttab";
+
+/// A drive `encrypt_drive` encrypted.
+#[derive(Debug)]
+pub struct Encrypted {
+    /// The simulated volume's Id (a simulated drive).
+    pub volume: String,
+    /// The LUKS2 device.
+    pub device: String,
+    /// The mapping systemd opens it as (one of the machine's drives; listed in /etc/crypttab).
+    pub mapping: Option<String>,
+}
+
 /// The commands `keeld host record` captures for the machine's LUKS volumes.
 pub fn commands(host: &Host) -> Vec<(String, Vec<String>)> {
     let mut v = vec![];
@@ -741,14 +805,12 @@ impl Crypt {
     /// is refused (nothing is changed).
     fn encrypt_plan(&self, drive: &str, tpm_present: bool) -> Result<(String, Vec<StoredKey>, Vec<u32>)> {
         let view = self.view();
-        let Some(d) = view.sim_drives.iter().find(|d| d.name == drive) else {
-            if self.real_platform {
-                return Err(Refusal::State("Encrypting a drive of the machine itself is not supported yet: only simulated drives (--crypt-volume) can be encrypted.".into()));
-            }
-            return Err(Refusal::NotFound { kind: "Drive", id: drive.to_string() });
+        let (dev, luks) = match view.sim_drives.iter().find(|d| d.name == drive) {
+            Some(d) => (d.path.to_string_lossy().into_owned(), d.luks),
+            None if self.real_platform => (machine_drive_device(Path::new("/"), drive)?, false),
+            None => return Err(Refusal::NotFound { kind: "Drive", id: drive.to_string() }),
         };
-        let dev = d.path.to_string_lossy().into_owned();
-        if d.luks || live("cryptsetup", &["isLuks", &dev]).status == 0 {
+        if luks || live("cryptsetup", &["isLuks", &dev]).status == 0 {
             return Err(Refusal::InUse(format!("Drive {drive} is already encrypted.")));
         }
         // Anything blkid recognises (a partition table, a file system, RAID metadata) is data.
@@ -776,9 +838,11 @@ impl Crypt {
     /// other volumes, and the operator's recovery keys. Returns the new volume's Id. On failure
     /// the drive is left without any signature (blank to blkid and cryptsetup) and keeld keeps
     /// no key for it.
-    pub fn encrypt_drive(&self, drive: &str, tpm_present: bool, progress: Progress) -> Result<String> {
+    pub fn encrypt_drive(&self, drive: &str, tpm_present: bool, progress: Progress) -> Result<Encrypted> {
         let _busy = self.busy.lock().unwrap();
         let (dev, keys, pcrs) = self.encrypt_plan(drive, tpm_present)?;
+        let machine = !self.sim.iter().any(|d| d.name == drive);
+        let mut mapping = None;
         let steps = keys.len() + 3;
         progress(step(0, steps));
         let service = random_hex(32);
@@ -809,6 +873,19 @@ impl Crypt {
                 }
                 progress(step(3 + i, steps));
             }
+            if machine {
+                // One of the machine's own drives: systemd opens it now (the caller asks) and at
+                // every boot, through /etc/crypttab and the TPM2 slot.
+                let name = data_mapping_name(drive);
+                let tab = Path::new(CRYPTTAB);
+                let existing = match std::fs::read_to_string(tab) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                    Err(e) => return Err(Refusal::Failed(format!("{CRYPTTAB}: {e}"))),
+                };
+                crate::store::write_atomic(tab, crypttab_with(&existing, &name, &uuid).as_bytes(), 0o644).map_err(|e| Refusal::Failed(format!("{CRYPTTAB}: {e}")))?;
+                mapping = Some(name);
+            }
             let key_path = self.key_path(&uuid);
             std::fs::rename(&tmp_key, &key_path).map_err(|e| Refusal::Failed(e.to_string()))?;
             kept_key = Some(key_path);
@@ -822,6 +899,12 @@ impl Crypt {
         })();
         if let Err(e) = r {
             // Leave the drive blank again, and no key for it.
+            if let Some(name) = &mapping {
+                if let Ok(t) = std::fs::read_to_string(CRYPTTAB) {
+                    let kept: Vec<&str> = t.lines().filter(|l| l.split_whitespace().next() != Some(name.as_str())).collect();
+                    let _ = crate::store::write_atomic(Path::new(CRYPTTAB), format!("{}\n", kept.join("\n")).trim_start().as_bytes(), 0o644);
+                }
+            }
             let wiped = Call::new("wipefs", &["-a", &dev]).run();
             let _ = std::fs::remove_file(&tmp_key);
             if let Some(p) = kept_key {
@@ -834,13 +917,49 @@ impl Crypt {
             });
         }
         log::info!("drive {drive}: encrypted (LUKS2, TPM2 PCR {}, {} recovery key(s))", pcrs.iter().map(u32::to_string).collect::<Vec<_>>().join("+"), keys.len());
-        Ok(drive.to_string())
+        Ok(Encrypted { volume: drive.to_string(), device: dev, mapping })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_drives_resolve_to_their_disk_and_busy_or_odd_ones_are_refused() {
+        let root = std::env::temp_dir().join(format!("keel-crypt-drives-{}", uuid::Uuid::new_v4()));
+        for d in ["sys/block/vdb", "sys/block/vda/holders/dm-0", "sys/block/nvme0n1", "sys/class/nvme/nvme0/nvme0n1", "sys/class/nvme/nvme1/nvme1n1", "sys/class/nvme/nvme1/nvme1n2", "sys/class/nvme/nvme2/device"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        assert_eq!(machine_drive_device(&root, "vdb").unwrap(), "/dev/vdb");
+        assert_eq!(machine_drive_device(&root, "nvme0").unwrap(), "/dev/nvme0n1");
+        let refused = |d: &str| match machine_drive_device(&root, d) {
+            Err(Refusal::InUse(w)) | Err(Refusal::State(w)) => w,
+            Err(Refusal::NotFound { id, .. }) => format!("not found: {id}"),
+            other => panic!("{d}: {other:?}"),
+        };
+        assert!(refused("vda").contains("in use"));
+        assert!(refused("nvme1").contains("2 namespaces (nvme1n1, nvme1n2)"));
+        assert!(refused("nvme2").contains("no namespace"));
+        for odd in ["sdz", "", "../vdb", ".", "nvme0/nvme0n1"] {
+            assert!(refused(odd).starts_with("not found"), "{odd}");
+        }
+        // A recorded guest: eight NVMe controllers, one namespace each.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qemu-nvme8");
+        assert_eq!(machine_drive_device(&fixture, "nvme3").unwrap(), "/dev/nvme3n1");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn crypttab_gets_one_line_per_data_volume() {
+        assert_eq!(data_mapping_name("nvme0"), "keel_nvme0");
+        assert_eq!(data_mapping_name("sd-x"), "keel_sd_x");
+        let t = crypttab_with("", "keel_nvme0", "u1");
+        assert_eq!(t, "keel_nvme0 UUID=u1 none tpm2-device=auto,headless=true,nofail,discard\n");
+        let t = crypttab_with("# comment\nhome UUID=h none\n", "keel_nvme0", "u1");
+        let t = crypttab_with(&t, "keel_nvme0", "u2");
+        assert_eq!(t.lines().collect::<Vec<_>>(), ["# comment", "home UUID=h none", "keel_nvme0 UUID=u2 none tpm2-device=auto,headless=true,nofail,discard"]);
+    }
 
     #[test]
     fn crypt_volume_flags() {

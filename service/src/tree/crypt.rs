@@ -218,8 +218,21 @@ async fn encrypt(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
     let checked = drive.clone();
     blocking(&r, move |k| k.crypt.check_encrypt_drive(&checked, tpm)).await?.map_err(|e| refused(ENCRYPT, e))?;
     start(&r, ENCRYPT, claim, Some(Value::Object(b)), move |k, task| {
-        let vol = k.crypt.encrypt_drive(&drive, tpm, &|p| task.progress(p))?;
-        let uri = volume_uri(&vol);
+        let enc = k.crypt.encrypt_drive(&drive, tpm, &|p| task.progress(p))?;
+        let uri = match &enc.mapping {
+            None => volume_uri(&enc.volume),
+            Some(name) => {
+                // One of the machine's drives: systemd opens it now, as at every boot.
+                crate::power::open_crypttab_volume(k.cfg.power_bus.as_deref(), name, std::time::Duration::from_secs(120))
+                    .map_err(|e| crate::crypt::Refusal::Failed(format!("Drive {drive} is encrypted and listed in {}, but systemd did not open it: {e}", crate::crypt::CRYPTTAB)))?;
+                k.refresh_inventory();
+                let inv = k.inventory();
+                inv.storage
+                    .iter()
+                    .find_map(|c| c.volumes.iter().find(|v| v.device.as_deref() == Some(enc.device.as_str())).map(|v| format!("{SYSTEM}/Storage/{}/Volumes/{}", c.id, v.id)))
+                    .ok_or_else(|| crate::crypt::Refusal::Failed(format!("Drive {drive} is encrypted and open as /dev/mapper/{name}, but the inventory shows no volume on {}", enc.device)))?
+            }
+        };
         // The new Volume: in the Task's Links.CreatedResources, and named by its last message.
         let message = Message::base(&base::CREATED, &[]).resolution(format!("The encrypted drive is the Volume {uri}."));
         Ok(Done { message, created: Some(uri) })
