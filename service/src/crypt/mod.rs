@@ -257,12 +257,12 @@ pub fn data_mapping_name(drive: &str) -> String {
 /// name is replaced): unlocked by the TPM2 token at every boot, never by a prompt (`headless`),
 /// and never holding the boot up (`nofail`).
 pub fn crypttab_with(existing: &str, name: &str, luks_uuid: &str) -> String {
-    let mut out: Vec<&str> = existing.lines().filter(|l| l.split_whitespace().next() != Some(name)).collect();
-    let line = format!("{name} UUID={luks_uuid} none tpm2-device=auto,headless=true,nofail,discard");
-    out.push(&line);
-    let mut s = out.join("\n");
-    s.push('\n');
-    s
+    format!("{}{name} UUID={luks_uuid} none tpm2-device=auto,headless=true,nofail,discard\n", crypttab_without(existing, name))
+}
+
+/// `/etc/crypttab` without the line of mapping `name`.
+pub fn crypttab_without(existing: &str, name: &str) -> String {
+    existing.lines().filter(|l| l.split_whitespace().next() != Some(name)).map(|l| format!("{l}\n")).collect()
 }
 
 /// Where systemd reads the volumes to open at boot.
@@ -901,8 +901,7 @@ impl Crypt {
             // Leave the drive blank again, and no key for it.
             if let Some(name) = &mapping {
                 if let Ok(t) = std::fs::read_to_string(CRYPTTAB) {
-                    let kept: Vec<&str> = t.lines().filter(|l| l.split_whitespace().next() != Some(name.as_str())).collect();
-                    let _ = crate::store::write_atomic(Path::new(CRYPTTAB), format!("{}\n", kept.join("\n")).trim_start().as_bytes(), 0o644);
+                    let _ = crate::store::write_atomic(Path::new(CRYPTTAB), crypttab_without(&t, name).as_bytes(), 0o644);
                 }
             }
             let wiped = Call::new("wipefs", &["-a", &dev]).run();
@@ -959,6 +958,8 @@ mod tests {
         let t = crypttab_with("# comment\nhome UUID=h none\n", "keel_nvme0", "u1");
         let t = crypttab_with(&t, "keel_nvme0", "u2");
         assert_eq!(t.lines().collect::<Vec<_>>(), ["# comment", "home UUID=h none", "keel_nvme0 UUID=u2 none tpm2-device=auto,headless=true,nofail,discard"]);
+        assert_eq!(crypttab_without(&t, "keel_nvme0"), "# comment\nhome UUID=h none\n");
+        assert_eq!(crypttab_without("keel_nvme0 UUID=u1 none\n", "keel_nvme0"), "");
     }
 
     #[test]
