@@ -471,11 +471,7 @@ impl Slots {
     /// Verify and write a bundle read from `src` to the slot that is not running, in one pass.
     /// See the module documentation and `ApplyError` for what is refused.
     pub fn apply(&self, src: &mut dyn Read, opts: &ApplyOptions, progress: &mut dyn FnMut(Progress)) -> Result<Applied, ApplyError> {
-        let _busy = match self.applying.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(ApplyError::Busy),
-        };
+        let _busy = self.writer().ok_or(ApplyError::Busy)?;
         let m = bundle::verify_manifest(&bundle::read_head(src)?, &opts.ca)?;
         let plan = self.lock().plan(&m, opts)?;
         let total = m.written_bytes();
@@ -552,11 +548,7 @@ impl Slots {
     /// does not re-read the table of a disk whose partitions are in use). Refused while an update
     /// is being written. Returns the labels of the partitions removed.
     pub fn remove_partitions(&self, type_guids: &[&str]) -> io::Result<Vec<String>> {
-        let _busy = match self.applying.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(io::Error::new(io::ErrorKind::ResourceBusy, "an update is being written")),
-        };
+        let _busy = self.writer().ok_or_else(|| io::Error::new(io::ErrorKind::ResourceBusy, "an update is being written"))?;
         let inner = self.lock();
         let f = inner.open_disk(true)?;
         let (mut gpt, _) = Gpt::read(&f)?;
@@ -570,6 +562,16 @@ impl Slots {
         gpt.write(&f)?;
         log::warn!("slots: removed {:?} from the table of {}", gone.iter().map(|g| &g.1).collect::<Vec<_>>(), inner.disk.display());
         Ok(gone.into_iter().map(|g| g.1).collect())
+    }
+
+    /// The right to write the disk's slots or table, held while an apply writes; `None` while
+    /// another holds it.
+    fn writer(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.applying.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Whether an apply is writing now.

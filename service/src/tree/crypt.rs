@@ -229,7 +229,7 @@ async fn encrypt(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
                 let inv = k.inventory();
                 inv.storage
                     .iter()
-                    .find_map(|c| c.volumes.iter().find(|v| v.device.as_deref() == Some(enc.device.as_str())).map(|v| format!("{SYSTEM}/Storage/{}/Volumes/{}", c.id, v.id)))
+                    .find_map(|c| c.volumes.iter().find(|v| v.device.as_deref() == Some(enc.device.as_str())).map(|v| super::storage::volume_uri(&c.id, &v.id)))
                     .ok_or_else(|| crate::crypt::Refusal::Failed(format!("Drive {drive} is encrypted and open as /dev/mapper/{name}, but the inventory shows no volume on {}", enc.device)))?
             }
         };
@@ -241,7 +241,7 @@ async fn encrypt(r: Req, b: Map<String, Value>) -> RfResult<Reply> {
 
 /// The URI of a simulated LUKS volume.
 pub fn volume_uri(id: &str) -> String {
-    format!("{SYSTEM}/Storage/{}/Volumes/{id}", crate::crypt::SIM_STORAGE)
+    super::storage::volume_uri(crate::crypt::SIM_STORAGE, id)
 }
 
 // ---------------------------------------------------------------- GET fragments

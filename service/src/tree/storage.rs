@@ -27,6 +27,11 @@ fn base() -> String {
     format!("{SYSTEM}/Storage")
 }
 
+/// The URI of a Volume of a Storage.
+pub fn volume_uri(storage: &str, volume: &str) -> String {
+    format!("{}/{storage}/Volumes/{volume}", base())
+}
+
 
 fn with_ctrl<T>(r: &Req, f: impl FnOnce(&Controller) -> RfResult<T>) -> RfResult<T> {
     check_system(r)?;
@@ -190,7 +195,7 @@ async fn drive(r: Req) -> RfResult<Value> {
                 "OriginOfCondition": link(uri.clone()),
             }]);
         }
-        let vols: Vec<Value> = c.volumes.iter().filter(|x| x.drives.contains(&d.id)).map(|x| link(format!("{}/{}/Volumes/{}", base(), c.id, x.id))).collect();
+        let vols: Vec<Value> = c.volumes.iter().filter(|x| x.drives.contains(&d.id)).map(|x| link(volume_uri(&c.id, &x.id))).collect();
         v["Links"] = json!({ "Storage": link(format!("{}/{}", base(), c.id)) });
         if !vols.is_empty() {
             v["Links"]["Volumes@odata.count"] = json!(vols.len());
@@ -253,7 +258,7 @@ async fn controller(r: Req) -> RfResult<Value> {
 }
 
 async fn volumes(r: Req) -> RfResult<Value> {
-    with_ctrl(&r, |c| Ok(collection("Volume Collection", c.volumes.iter().map(|v| format!("{}/{}/Volumes/{}", base(), c.id, v.id)))))
+    with_ctrl(&r, |c| Ok(collection("Volume Collection", c.volumes.iter().map(|v| volume_uri(&c.id, &v.id)))))
 }
 
 async fn volume(r: Req) -> RfResult<Value> {
